@@ -1,0 +1,87 @@
+"""The one place that builds Redis key names (DESIGN.md §3).
+
+Keys of one session share the hash tag `{s:<sid>}` so that one Lua script may touch the
+session hash, its event stream and its tasks, also on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+PREFIX = "orch"
+
+
+def session(sid: str) -> str:
+    return f"{PREFIX}:{{s:{sid}}}"
+
+
+def session_events(sid: str) -> str:
+    return f"{PREFIX}:{{s:{sid}}}:events"
+
+
+def task(sid: str, tid: str) -> str:
+    return f"{PREFIX}:{{s:{sid}}}:task:{tid}"
+
+
+def task_index() -> str:
+    """Hash taskId -> sessionId: a task's keys live under its session's hash tag."""
+    return f"{PREFIX}:tasks"
+
+
+def agent(aid: str) -> str:
+    return f"{PREFIX}:{{a:{aid}}}"
+
+
+def agent_outbox(aid: str) -> str:
+    return f"{PREFIX}:{{a:{aid}}}:outbox"
+
+
+def agent_tasks(aid: str) -> str:
+    """Set of the task ids an agent is running or about to run."""
+    return f"{PREFIX}:{{a:{aid}}}:tasks"
+
+
+def agents_online() -> str:
+    return f"{PREFIX}:agents:online"
+
+
+def actor_state(address: str) -> str:
+    """State hash of an actor that has no session-tagged home (see `actors.addresses`)."""
+    return f"{PREFIX}:actor:{address}"
+
+
+def mailbox(partition: int) -> str:
+    return f"{PREFIX}:mbox:{partition}"
+
+
+def lease(partition: int) -> str:
+    return f"{PREFIX}:lease:{partition}"
+
+
+def timers(partition: int) -> str:
+    return f"{PREFIX}:timers:{partition}"
+
+
+def reply(request_id: str) -> str:
+    """List an `ask` waits on for its answer (expires)."""
+    return f"{PREFIX}:reply:{request_id}"
+
+
+def nodes() -> str:
+    return f"{PREFIX}:nodes"
+
+
+def leader() -> str:
+    return f"{PREFIX}:leader"
+
+
+def nonce(agent_id: str, nonce_value: str) -> str:
+    """Marks an agent handshake nonce as used for the clock-skew window."""
+    return f"{PREFIX}:nonce:{agent_id}:{nonce_value}"
+
+
+def dispatch_queue(priority: str) -> str:
+    return f"{PREFIX}:queue:{priority}"
+
+
+def socketio_channel() -> str:
+    """Pub/sub channel of python-socketio's Redis manager."""
+    return f"{PREFIX}:socketio"

@@ -1,0 +1,209 @@
+"""One frozen, typed `Settings`, read from the environment only at the entry point.
+
+Values come, lowest precedence first, from the profile (`development` or `production`,
+carrying the original design's §9.1 values), an optional TOML file (`ORCHESTRA_CONFIG` or
+`--config`), environment variables with the prefix `ORCHESTRA_`, and explicit overrides
+from the command line. The result is passed explicitly to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["PROFILES", "Settings", "SettingsError"]
+
+ENV_PREFIX = "ORCHESTRA_"
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "development": {
+        "heartbeat_interval_s": 10.0,
+        "connection_timeout_s": 30.0,
+        "compression_threshold_bytes": 1024,
+        "transports": ("websocket", "polling"),
+        "allowed_origins": ("http://localhost:5173", "http://localhost:3000"),
+        "max_reconnect_attempts": 10,
+        "reconnect_delay_s": 1.0,
+        "batch_size": 10,
+        "flush_interval_ms": 100,
+        "message_queue_size": 1000,
+        "log_level": "DEBUG",
+        "expose_stack": True,
+    },
+    "production": {
+        "heartbeat_interval_s": 30.0,
+        "connection_timeout_s": 60.0,
+        "compression_threshold_bytes": 512,
+        "transports": ("websocket",),
+        "allowed_origins": (),
+        "max_reconnect_attempts": 5,
+        "reconnect_delay_s": 5.0,
+        "batch_size": 50,
+        "flush_interval_ms": 50,
+        "message_queue_size": 10000,
+        "log_level": "INFO",
+        "expose_stack": False,
+    },
+}
+
+
+class SettingsError(ValueError):
+    """Raised when the environment or the TOML file holds a setting that does not validate."""
+
+
+class Settings(BaseModel):
+    """Everything configurable, for the gateway, the agent daemon and the CLI."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: Literal["development", "production"] = "development"
+
+    # Gateway
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    node_id: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite+aiosqlite:///.orchestra/orchestra.db"
+    data_dir: Path = Path(".orchestra")
+    jwt_secret: str = Field(default="", repr=False)
+    access_token_ttl_s: int = Field(900, gt=0)
+    refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+    allowed_origins: tuple[str, ...] = ()
+    transports: tuple[str, ...] = ("websocket", "polling")
+    max_payload_bytes: int = Field(1024 * 1024, gt=0)
+    compression_threshold_bytes: int = Field(1024, ge=0)
+    rate_limit_requests: int = Field(100, gt=0)
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    handshake_max_skew_s: float = Field(300.0, gt=0)
+    partitions: int = Field(16, gt=0, le=4096)
+    ask_timeout_s: float = Field(10.0, gt=0)
+    session_stream_maxlen: int = Field(100_000, gt=0)
+    expose_stack: bool = False
+    log_level: str = "INFO"
+
+    # Agents (both sides use the heartbeat figures)
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    connection_timeout_s: float = Field(30.0, gt=0)
+    max_reconnect_attempts: int = 10
+    reconnect_delay_s: float = Field(1.0, gt=0)
+    reconnect_max_delay_s: float = Field(30.0, gt=0)
+    batch_size: int = Field(10, gt=0)
+    flush_interval_ms: int = Field(100, ge=0)
+    message_queue_size: int = Field(1000, gt=0)
+
+    # Agent daemon
+    server_url: str = "http://127.0.0.1:8080"
+    agent_id: str = ""
+    agent_secret: str = Field(default="", repr=False)
+    agent_secret_file: Path | None = None
+    agent_name: str = ""
+    agent_state_dir: Path = Path(".orchestra/agent")
+    agent_max_concurrency: int = Field(4, gt=0)
+    agent_allowed_roots: tuple[Path, ...] = ()
+    agent_capabilities: tuple[str, ...] = ("custom",)
+    worker_stop_grace_s: float = Field(5.0, gt=0)
+
+    @field_validator("allowed_origins", "transports", "agent_capabilities", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("agent_allowed_roots", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(Path(p) for p in value.split(os.pathsep) if p)
+        return value
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        config_file: Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build the settings for an entry point: profile < TOML < environment < overrides."""
+        env = os.environ if env is None else env
+        from_env = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+        }
+        path = config_file or (
+            Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None
+        )
+        from_file: dict[str, Any] = {}
+        if path is not None:
+            try:
+                from_file = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SettingsError(f"cannot read the configuration file {path}: {exc}") from exc
+        given = {**from_file, **from_env, **{k: v for k, v in overrides.items() if v is not None}}
+        profile = str(given.get("profile", "development"))
+        if profile not in PROFILES:
+            raise SettingsError(f"unknown profile {profile!r}: use development or production")
+        values = {**PROFILES[profile], **given}
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+        return settings.with_defaults()
+
+    def with_defaults(self) -> Settings:
+        """Fill what is derived: a node id, and a JWT secret for development only."""
+        changes: dict[str, Any] = {}
+        if not self.node_id:
+            changes["node_id"] = f"node-{secrets.token_hex(4)}"
+        if not self.jwt_secret:
+            if self.profile == "production":
+                raise SettingsError("ORCHESTRA_JWT_SECRET must be set in the production profile")
+            changes["jwt_secret"] = _dev_jwt_secret(self.data_dir)
+        return self.model_copy(update=changes) if changes else self
+
+    def read_agent_secret(self) -> str:
+        """The agent's HMAC secret, from the environment or from its secret file."""
+        if self.agent_secret:
+            return self.agent_secret
+        if self.agent_secret_file is not None:
+            return self.agent_secret_file.read_text().strip()
+        raise SettingsError("no agent secret: set ORCHESTRA_AGENT_SECRET or --secret-file")
+
+
+def _dev_jwt_secret(data_dir: Path) -> str:
+    """A development JWT secret kept in the data folder, so that tokens survive restarts."""
+    path = data_dir / "jwt-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        # Write to a private temporary file, then link it into place: two processes starting
+        # together agree on whichever secret landed first.
+        tmp = data_dir / f".jwt-secret.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{ENV_PREFIX}{where.upper()}: {error['msg']}")
+    return "invalid settings: " + "; ".join(parts)
