@@ -83,6 +83,7 @@ class Settings(BaseModel):
     handshake_max_skew_s: float = Field(300.0, gt=0)
     partitions: int = Field(16, gt=0, le=4096)
     ask_timeout_s: float = Field(10.0, gt=0)
+    lease_ttl_s: float = Field(6.0, gt=0)
     session_stream_maxlen: int = Field(100_000, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"
@@ -133,14 +134,15 @@ class Settings(BaseModel):
     ) -> Settings:
         """Build the settings for an entry point: profile < TOML < environment < overrides."""
         env = os.environ if env is None else env
+        # The environment is shared with other tools (ORCHESTRA_TEST_*, say): only names
+        # of settings are read from it, while a TOML file must hold nothing unknown.
         from_env = {
             key[len(ENV_PREFIX) :].lower(): value
             for key, value in env.items()
-            if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in cls.model_fields
         }
-        path = config_file or (
-            Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None
-        )
+        config_path = env.get(ENV_PREFIX + "CONFIG")
+        path = config_file or (Path(config_path) if config_path else None)
         from_file: dict[str, Any] = {}
         if path is not None:
             try:
