@@ -56,6 +56,11 @@ def lease(partition: int) -> str:
     return f"{PREFIX}:lease:{partition}"
 
 
+def lease_fence(partition: int) -> str:
+    """Counter of fencing tokens handed out for a partition: each new holder gets a higher one."""
+    return f"{PREFIX}:lease:{partition}:fence"
+
+
 def timers(partition: int) -> str:
     return f"{PREFIX}:timers:{partition}"
 

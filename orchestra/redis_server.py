@@ -106,7 +106,7 @@ def find_redis_server() -> str:
     )
 
 
-def _death_signal_preexec() -> Callable[[], None] | None:
+def die_with_parent_preexec() -> Callable[[], None] | None:
     """Build the function the child runs between fork and exec to die with its parent.
 
     Returns None where prctl does not exist (not Linux): there the child is only
@@ -344,7 +344,7 @@ class RedisServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_death_signal_preexec(),
+                preexec_fn=die_with_parent_preexec(),
                 # Its own session: a Ctrl-C in the terminal reaches only the parent,
                 # which then stops Redis in its own order (after the gateway).
                 start_new_session=True,

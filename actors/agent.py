@@ -1,0 +1,103 @@
+"""The agent actor: one agent daemon's connection, health and load.
+
+offline -> online (registered) <-> busy (derived: running tasks reach maxConcurrency)
+online | busy -> offline (socket closed or heartbeats missed)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.actor import Actor
+from actors.turn import CommitResult, Turn
+from actors.views import agent_status, agent_view
+from orchestra import keys
+from orchestra.codec import now_iso
+
+
+class AgentActor(Actor):
+    kind = "agent"
+
+    async def on_connected(self, turn: Turn) -> dict[str, Any]:
+        body = turn.message.body
+        turn.set(
+            id=turn.address.id,
+            ownerId=body["ownerId"],
+            name=body["name"],
+            capabilities=body.get("capabilities") or [],
+            version=body.get("version"),
+            metadata=body.get("metadata") or {},
+            maxConcurrency=body.get("maxConcurrency") or turn.state.get("maxConcurrency") or 1,
+            socketId=body["socketId"],
+            node=body["node"],
+            connectedAt=now_iso(),
+            lastHeartbeat=now_iso(),
+            running=turn.state.get("running") or [],
+        )
+        self._move(turn, "online")
+        return {"assignedTasks": list(turn.state["running"])}
+
+    async def on_heartbeat(self, turn: Turn) -> None:
+        if not turn.exists:
+            return
+        changes: dict[str, Any] = {"lastHeartbeat": now_iso()}
+        if turn.message.body.get("systemInfo") is not None:
+            changes["systemInfo"] = turn.message.body["systemInfo"]
+        turn.set(**changes)
+
+    async def on_latency(self, turn: Turn) -> None:
+        if turn.exists:
+            turn.set(latencyMs=turn.message.body["latencyMs"])
+
+    async def on_disconnected(self, turn: Turn) -> None:
+        # A late close of an old socket must not take down the agent's newer connection.
+        if turn.state.get("socketId") == turn.message.body.get("socketId"):
+            self._move(turn, "offline")
+
+    async def on_task_assigned(self, turn: Turn) -> None:
+        running = list(turn.state.get("running") or [])
+        if turn.message.body["taskId"] not in running:
+            turn.set(running=[*running, turn.message.body["taskId"]])
+            self._load_changed(turn)
+
+    async def on_task_finished(self, turn: Turn) -> None:
+        running = list(turn.state.get("running") or [])
+        if turn.message.body["taskId"] in running:
+            running.remove(turn.message.body["taskId"])
+            turn.set(running=running)
+            self._load_changed(turn)
+
+    def _move(self, turn: Turn, status: str) -> None:
+        """The one place an agent goes online or offline."""
+        previous = turn.state.get("status")
+        turn.set(status=status)
+        if status == previous and status == "offline":
+            return
+        event = "agent:connected" if status == "online" else "agent:disconnected"
+        turn.after_commit(lambda _: self._announce(turn, event))
+
+    def _load_changed(self, turn: Turn) -> None:
+        turn.after_commit(lambda _: self._announce(turn, None))
+
+    async def _announce(self, turn: Turn, event: str | None) -> None:
+        """Tell the agent's owner (and admins) about the change; keep the online set right."""
+        state = turn.state
+        agent_id = state["id"]
+        if agent_status(state) == "offline":
+            await self.env.redis.srem(keys.agents_online(), agent_id)
+        else:
+            await self.env.redis.sadd(keys.agents_online(), agent_id)
+        outlet = self.env.outlet
+        rooms = [f"user:{state['ownerId']}", "admins"]
+        for room in rooms:
+            if event is not None:
+                await outlet.to_room(room, event, {"agentId": agent_id})
+            await outlet.to_room(room, "agents:updated", {"agents": [agent_view(state).wire()]})
+
+    async def on_committed(self, turn: Turn, result: CommitResult) -> None:
+        if turn.message.type == "connected":
+            await self.env.store.touch_agent(
+                turn.state["id"],
+                version=turn.state.get("version"),
+                capabilities=turn.state.get("capabilities"),
+            )

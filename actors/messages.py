@@ -1,0 +1,44 @@
+"""What travels through mailboxes: a message, and the reply an `ask` waits for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestra.codec import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One actor message. `id` makes handling idempotent; `reply_to` is set by `ask`."""
+
+    to: str
+    type: str
+    body: dict[str, Any] = field(default_factory=dict)
+    sender: str = ""
+    id: str = field(default_factory=new_id)
+    reply_to: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        out = {
+            "to": self.to,
+            "type": self.type,
+            "body": json.dumps(self.body, separators=(",", ":"), default=str),
+            "sender": self.sender,
+            "id": self.id,
+        }
+        if self.reply_to:
+            out["reply_to"] = self.reply_to
+        return out
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> Message:
+        return cls(
+            to=raw["to"],
+            type=raw["type"],
+            body=json.loads(raw.get("body") or "{}"),
+            sender=raw.get("sender", ""),
+            id=raw.get("id", ""),
+            reply_to=raw.get("reply_to") or None,
+        )

@@ -1,0 +1,266 @@
+"""The actor runtime on Redis (DESIGN.md §2).
+
+Mailboxes are `partitions` streams; an actor's messages all go to the partition its
+address hashes to. A node consumes a partition only while it holds that partition's
+lease, and every turn's commit is fenced on the lease: a node that lost its lease (it was
+paused, or presumed dead) cannot write. The loop of one partition handles its messages
+one at a time, so an actor has one turn at a time, in the order messages were added.
+A node taking over a partition first claims the entries the previous holder left pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from actors.actor import Actor, ActorEnv, ActorFactory, ActorRef
+from actors.addresses import Address
+from actors.membership import Membership, rendezvous_owner
+from actors.messages import Message
+from actors.turn import CommitResult, Turn
+from actors.turn_commit import commit_turn, load_state, reply_only
+from orchestra import keys
+from orchestra.errors import BY_CODE, ConnectionTimeout, OrchestraError
+
+log = logging.getLogger(__name__)
+
+GROUP = "actors"
+_BATCH = 100
+
+
+class ActorSystem:
+    """One node of the actor system: sends messages and runs the partitions it holds."""
+
+    def __init__(self, env: ActorEnv, kinds: dict[str, ActorFactory]) -> None:
+        self.env = env
+        self.redis: Redis = env.redis
+        self.settings = env.settings
+        self.node_id = env.settings.node_id
+        self.partitions = env.settings.partitions
+        self.kinds = kinds
+        self.lease_ttl_ms = int(env.settings.lease_ttl_s * 1000)
+        self.membership = Membership(self.redis, self.node_id, env.settings.lease_ttl_s)
+        self._held: dict[int, str] = {}  # partition -> lease holder value "<node>:<fence>"
+        self._loops: dict[int, asyncio.Task[None]] = {}
+        self._leases_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    # -- sending -----------------------------------------------------------------------
+
+    def ref(self, address: Address) -> ActorRef:
+        return ActorRef(self, address)
+
+    async def tell(
+        self, address: Address, type: str, body: dict[str, Any], sender: str = ""
+    ) -> None:
+        message = Message(to=str(address), type=type, body=body, sender=sender)
+        await self.redis.xadd(keys.mailbox(address.partition(self.partitions)), message.fields())
+
+    async def ask(
+        self, address: Address, type: str, body: dict[str, Any], *, timeout_s: float | None = None
+    ) -> Any:
+        """Send and wait for the reply; CONN_002 if none comes within the timeout."""
+        timeout_s = timeout_s or self.settings.ask_timeout_s
+        message = Message(to=str(address), type=type, body=body, sender="ask")
+        message = Message(
+            to=message.to, type=type, body=body, sender="ask", id=message.id, reply_to=message.id
+        )
+        reply_key = keys.reply(message.id)
+        await self.redis.xadd(keys.mailbox(address.partition(self.partitions)), message.fields())
+        try:
+            # The client-side guard makes sure we never hang even if Redis stalls.
+            raw = await asyncio.wait_for(
+                self.redis.blpop([reply_key], timeout=timeout_s), timeout=timeout_s + 1
+            )
+        except TimeoutError:
+            raw = None
+        if raw is None:
+            raise ConnectionTimeout(f"{address} did not answer {type} within {timeout_s:g} s")
+        answer = json.loads(raw[1])
+        if "error" in answer:
+            info = answer["error"]
+            raise BY_CODE.get(info["code"], OrchestraError)(info["message"], info.get("details"))
+        return answer.get("ok")
+
+    # -- running -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster and start taking partition leases; returns once the first round
+        of leases has been tried."""
+        self._leases_task = asyncio.create_task(self._keep_leases(), name="actor-leases")
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        if self._leases_task is not None:
+            self._leases_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leases_task
+        for partition in list(self._loops):
+            await self._stop_partition(partition)
+        with contextlib.suppress(RedisError):
+            for partition, holder in list(self._held.items()):
+                await self.env.scripts.lease_release(keys=[keys.lease(partition)], args=[holder])
+            await self.membership.leave()
+        self._held.clear()
+
+    @property
+    def held_partitions(self) -> list[int]:
+        return sorted(self._held)
+
+    async def _keep_leases(self) -> None:
+        period_s = self.settings.lease_ttl_s / 3
+        while True:
+            try:
+                await self._lease_round()
+            except RedisError as exc:
+                log.warning("lease round failed, retrying: %s", exc)
+            finally:
+                self._ready.set()
+            await asyncio.sleep(period_s)
+
+    async def _lease_round(self) -> None:
+        nodes = await self.membership.beat()
+        desired = {p for p in range(self.partitions) if rendezvous_owner(p, nodes) == self.node_id}
+        scripts = self.env.scripts
+        for partition, holder in list(self._held.items()):
+            if partition not in desired:
+                await self._stop_partition(partition)
+                await scripts.lease_release(keys=[keys.lease(partition)], args=[holder])
+                del self._held[partition]
+            elif not await scripts.lease_renew(
+                keys=[keys.lease(partition)], args=[holder, self.lease_ttl_ms]
+            ):
+                log.warning("lost the lease of partition %d", partition)
+                await self._stop_partition(partition)
+                del self._held[partition]
+        for partition in sorted(desired - set(self._held)):
+            holder = await scripts.lease_acquire(
+                keys=[keys.lease(partition), keys.lease_fence(partition)],
+                args=[self.node_id, self.lease_ttl_ms],
+            )
+            if holder:
+                self._held[partition] = holder.decode() if isinstance(holder, bytes) else holder
+                self._loops[partition] = asyncio.create_task(
+                    self._run_partition(partition), name=f"partition-{partition}"
+                )
+
+    async def _stop_partition(self, partition: int) -> None:
+        task = self._loops.pop(partition, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run_partition(self, partition: int) -> None:
+        stream = keys.mailbox(partition)
+        delay_s = 0.1
+        while partition in self._held:
+            try:
+                await self._ensure_group(stream)
+                await self._drain_pending(partition, stream)
+                while partition in self._held:
+                    answer = await self.redis.xreadgroup(
+                        GROUP, self.node_id, {stream: ">"}, count=_BATCH, block=1000
+                    )
+                    for _, entries in answer or []:
+                        for entry_id, fields in entries:
+                            await self._handle(partition, stream, entry_id, fields)
+                    delay_s = 0.1
+            except RedisError as exc:
+                log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _drain_pending(self, partition: int, stream: str) -> None:
+        """Handle what a previous holder (or this node before a restart) left unacknowledged."""
+        start = "0-0"
+        while True:
+            answer = await self.redis.xautoclaim(
+                stream, GROUP, self.node_id, min_idle_time=0, start_id=start, count=_BATCH
+            )
+            start, entries = answer[0], answer[1]
+            for entry_id, fields in entries:
+                if fields:  # an entry deleted from the stream comes back empty
+                    await self._handle(partition, stream, entry_id, fields)
+                else:
+                    await self.redis.xack(stream, GROUP, entry_id)
+            if start in ("0-0", b"0-0"):
+                return
+
+    async def _handle(
+        self, partition: int, stream: str, entry_id: Any, raw: dict[Any, Any]
+    ) -> None:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        message = Message.from_fields(fields)
+        address = Address.parse(message.to)
+        factory = self.kinds.get(address.kind)
+        fence = (keys.lease(partition), self._held.get(partition, ""))
+        ack = (stream, GROUP, _text(entry_id))
+        state = await load_state(self.redis, address)
+        turn = Turn(address=address, message=message, state=state)
+        reply: dict[str, Any]
+        try:
+            if factory is None:
+                raise OrchestraError(f"no actor kind {address.kind!r}")
+            actor: Actor = factory(self.env)
+            reply = {"ok": await actor.on_receive(turn)}
+        except OrchestraError as exc:
+            reply = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+            await reply_only(self.redis, message, reply, fence, ack)
+            return
+        except Exception:
+            log.exception("actor %s failed on %s (message %s)", address, message.type, message.id)
+            error = {
+                "code": "SYS_001",
+                "message": "internal error",
+                "details": {"traceId": message.id},
+            }
+            await reply_only(self.redis, message, {"error": error}, fence, ack)
+            return
+        result = await commit_turn(self.env, turn, reply, fence, ack, self.partitions)
+        if result is None:
+            return  # the lease was lost: the new holder handles the message again
+        await self._after_commit(actor, turn, result)
+
+    async def _after_commit(self, actor: Actor, turn: Turn, result: CommitResult) -> None:
+        """Push the turn's agent commands to their sockets, then the actor's own effects.
+
+        A push that does not arrive is made good by the outbox: the agent gets every command
+        after its `lastCommandId` again when it registers.
+        """
+        outlet = self.env.outlet
+        for command, command_id in zip(turn.commands, result.command_ids, strict=True):
+            try:
+                await outlet.to_agent(
+                    command.agent_id, command.event, {"commandId": command_id, **command.data}
+                )
+            except Exception:
+                log.exception("pushing %s to agent %s failed", command.event, command.agent_id)
+        for effect in turn.after:
+            try:
+                await effect(result)
+            except Exception:
+                log.exception("after-commit effect of %s failed", turn.address)
+        try:
+            await actor.on_committed(turn, result)
+        except Exception:
+            log.exception(
+                "after-commit effects of %s on %s failed", turn.address, turn.message.type
+            )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

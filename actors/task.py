@@ -1,0 +1,298 @@
+"""The task actor: one unit of work on one agent, and its lifecycle.
+
+    queued -> assigned -> accepted -> running -> completed | error | cancelled
+    assigned | accepted -> rejected (back to the queue, or error when no retry is left)
+    assigned | accepted | running -> lost (the agent vanished past its grace period)
+
+Every transition goes through `_move`, which also emits the session's `worker:status`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from actors.actor import Actor
+from actors.addresses import agent_address, session_address, split_task_id
+from actors.turn import CommitResult, Turn
+from actors.views import task_view
+from orchestra.codec import now_iso, parse_timestamp
+from orchestra.errors import Forbidden, NotFound, TaskExecutionFailed
+
+TERMINAL = frozenset({"completed", "error", "cancelled", "lost"})
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"assigned", "cancelled", "error"}),
+    "assigned": frozenset(
+        {"accepted", "running", "rejected", "completed", "error", "cancelled", "lost"}
+    ),
+    "accepted": frozenset({"running", "rejected", "completed", "error", "cancelled", "lost"}),
+    "running": frozenset({"completed", "error", "cancelled", "lost"}),
+    "rejected": frozenset({"queued", "error"}),
+}
+
+# What watchers are told for each lifecycle state (PROTOCOL.md §4, worker:status).
+WIRE_STATUS = {
+    "queued": "queued",
+    "assigned": "starting",
+    "accepted": "starting",
+    "running": "running",
+    "completed": "completed",
+    "error": "error",
+    "cancelled": "cancelled",
+    "lost": "lost",
+}
+
+
+class TaskActor(Actor):
+    kind = "task"
+
+    async def on_create(self, turn: Turn) -> dict[str, Any]:
+        if turn.exists:  # a retried create: the task is already there
+            return task_view(turn.state).wire()
+        sid, tid = split_task_id(turn.address.id)
+        body = turn.message.body
+        turn.set(
+            id=tid,
+            sessionId=sid,
+            ownerId=body["ownerId"],
+            agentId=None,
+            tool=body["tool"],
+            type=body.get("type", "code"),
+            priority=body.get("priority", "normal"),
+            parameters=body.get("parameters", {}),
+            createdAt=now_iso(),
+            attempts=0,
+            lastSeq=0,
+            status="queued",
+        )
+        turn.tell(session_address(sid), "task:added", {"taskId": tid})
+        self._emit_status(turn, None)
+        if body.get("agentId"):
+            self._assign(turn, body["agentId"])
+        return task_view(turn.state).wire()
+
+    async def on_accepted(self, turn: Turn) -> None:
+        self._check_agent(turn)
+        if turn.state["status"] in ("assigned",):
+            self._move(turn, "accepted", startedAt=now_iso())
+            body = turn.message.body
+            turn.emit(
+                turn.state["sessionId"],
+                "task:accepted",
+                self._event_base(turn) | {"estimatedDuration": body.get("estimatedDuration")},
+            )
+
+    async def on_status(self, turn: Turn) -> None:
+        self._check_agent(turn)
+        reported = turn.message.body["status"]
+        status = {"starting": "accepted", "paused": "running"}.get(reported, reported)
+        current = turn.state["status"]
+        if status == current or status not in TRANSITIONS.get(current, frozenset()):
+            return  # a repeat, or news about a task that has already ended
+        extra: dict[str, Any] = {}
+        if status in TERMINAL:
+            extra["finishedAt"] = now_iso()
+            if status == "error":
+                extra["error"] = turn.message.body.get("message") or "the worker failed"
+        if not turn.state.get("startedAt"):
+            extra["startedAt"] = now_iso()
+        self._move(turn, status, message=turn.message.body.get("message"), **extra)
+
+    async def on_result(self, turn: Turn) -> None:
+        self._check_agent(turn)
+        body = turn.message.body
+        if turn.state.get("resultAt"):
+            return  # a repeated result
+        result = body.get("result")
+        exit_code = result.get("exitCode") if isinstance(result, dict) else None
+        turn.set(resultAt=now_iso(), result=result, exitCode=exit_code, duration=body["duration"])
+        turn.emit(
+            turn.state["sessionId"],
+            "task:result",
+            self._event_base(turn)
+            | {
+                "success": body["success"],
+                "result": result,
+                "error": body.get("error"),
+                "duration": body["duration"],
+                "resourceUsage": body.get("resourceUsage"),
+            },
+        )
+        if turn.state["status"] not in TERMINAL:
+            final = "completed" if body["success"] else "error"
+            extra = {"error": body.get("error") or "the worker failed"} if final == "error" else {}
+            self._move(turn, final, finishedAt=now_iso(), **extra)
+
+    async def on_rejected(self, turn: Turn) -> None:
+        self._check_agent(turn)
+        if turn.state["status"] not in ("assigned", "accepted"):
+            return
+        reason = turn.message.body.get("reason") or "rejected by the agent"
+        self._move(turn, "rejected", message=reason)
+        self._move(turn, "error", message=reason, error=reason, finishedAt=now_iso())
+
+    async def on_input(self, turn: Turn) -> dict[str, Any]:
+        self._require_live(turn)
+        turn.command(
+            turn.state["agentId"],
+            "worker:input",
+            {"taskId": turn.state["id"], "input": turn.message.body["input"]},
+        )
+        return {"accepted": True}
+
+    async def on_stop(self, turn: Turn) -> dict[str, Any]:
+        if turn.state.get("status") in TERMINAL:
+            return {}
+        self._require_live(turn)
+        if turn.state["status"] == "queued":
+            self._move(turn, "cancelled", finishedAt=now_iso())
+            return {}
+        turn.command(
+            turn.state["agentId"],
+            "worker:stop",
+            {"taskId": turn.state["id"], "mode": turn.message.body.get("mode", "interrupt")},
+        )
+        return {}
+
+    async def on_progress(self, turn: Turn) -> None:
+        self._check_agent(turn)
+        body = turn.message.body
+        turn.emit(
+            turn.state["sessionId"],
+            "task:progress",
+            self._event_base(turn)
+            | {
+                "progress": body["progress"],
+                "currentStep": body.get("currentStep"),
+                "estimatedRemaining": body.get("estimatedRemaining"),
+            },
+        )
+
+    async def on_permission_ask(self, turn: Turn) -> None:
+        """The worker asks to use a tool: watchers decide."""
+        self._check_agent(turn)
+        body = turn.message.body
+        turn.emit(
+            turn.state["sessionId"],
+            "worker:permission",
+            {
+                "sessionId": turn.state["sessionId"],
+                "taskId": turn.state["id"],
+                "permissionId": body["permissionId"],
+                "tool": body["tool"],
+                "input": body.get("input"),
+            },
+        )
+
+    async def on_permission(self, turn: Turn) -> dict[str, Any]:
+        """A watcher's decision goes to the agent."""
+        self._require_live(turn)
+        body = turn.message.body
+        decision = {k: body[k] for k in ("permissionId", "decision", "message") if body.get(k)}
+        turn.command(
+            turn.state["agentId"], "worker:permission", {"taskId": turn.state["id"], **decision}
+        )
+        return {}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _assign(self, turn: Turn, agent_id: str) -> None:
+        turn.set(agentId=agent_id, attempts=int(turn.state.get("attempts", 0)) + 1)
+        self._move(turn, "assigned")
+        task = turn.state
+        parameters = dict(task["parameters"])
+        parameters.update(sessionId=task["sessionId"], userId=task["ownerId"])
+        turn.command(
+            agent_id,
+            "task:assign",
+            {
+                "taskId": task["id"],
+                "agentId": agent_id,
+                "task": {
+                    "taskId": task["id"],
+                    "type": task["type"],
+                    "tool": task["tool"],
+                    "parameters": parameters,
+                    "priority": task["priority"],
+                },
+            },
+        )
+        turn.tell(agent_address(agent_id), "task:assigned", {"taskId": task["id"]})
+
+    def _move(self, turn: Turn, status: str, message: str | None = None, **fields: Any) -> None:
+        """The one place a task changes lifecycle state."""
+        previous = turn.state.get("status")
+        turn.set(status=status, **fields)
+        self._emit_status(turn, message, previous)
+        if status in TERMINAL and previous not in TERMINAL and turn.state.get("agentId"):
+            turn.tell(
+                agent_address(turn.state["agentId"]), "task:finished", {"taskId": turn.state["id"]}
+            )
+
+    def _emit_status(self, turn: Turn, message: str | None, previous: str | None = None) -> None:
+        """Tell watchers, when what they see changes (assigned and accepted both read
+        `starting`; a rejection is followed by where the task goes next)."""
+        status = turn.state["status"]
+        if status == "rejected" or (
+            previous is not None
+            and WIRE_STATUS.get(previous) == WIRE_STATUS[status]
+            and not message
+        ):
+            return
+        data = self._event_base(turn) | {"status": WIRE_STATUS[status]}
+        if message:
+            data["message"] = message
+        turn.emit(turn.state["sessionId"], "worker:status", data)
+
+    def _event_base(self, turn: Turn) -> dict[str, Any]:
+        return {
+            "sessionId": turn.state["sessionId"],
+            "taskId": turn.state["id"],
+            "agentId": turn.state.get("agentId"),
+        }
+
+    def _check_agent(self, turn: Turn) -> None:
+        if not turn.exists:
+            raise NotFound("unknown task")
+        if turn.message.body.get("agentId") != turn.state.get("agentId"):
+            raise Forbidden("this task is not assigned to this agent")
+
+    def _require_live(self, turn: Turn) -> None:
+        if not turn.exists:
+            raise NotFound("unknown task")
+        if turn.state["status"] in TERMINAL:
+            raise TaskExecutionFailed(f"the task has ended ({turn.state['status']})")
+        if not turn.state.get("agentId"):
+            raise TaskExecutionFailed("the task has no agent yet")
+
+    async def on_committed(self, turn: Turn, result: CommitResult) -> None:
+        """Keep the SQL history in step with the state."""
+        state = turn.state
+        if turn.message.type == "create" and "createdAt" in turn.changes:
+            await self.env.store.create_task(
+                id=state["id"],
+                session_id=state["sessionId"],
+                owner_id=state["ownerId"],
+                tool=state["tool"],
+                type=state["type"],
+                priority=state["priority"],
+                status=state["status"],
+                parameters=state["parameters"],
+            )
+        if turn.changes:
+            await self.env.store.update_task(
+                state["id"],
+                agent_id=state.get("agentId"),
+                status=state["status"],
+                attempts=state.get("attempts", 0),
+                error=state.get("error"),
+                exit_code=state.get("exitCode"),
+                result=state.get("result"),
+                started_at=_as_datetime(state.get("startedAt")),
+                finished_at=_as_datetime(state.get("finishedAt")),
+            )
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    return parse_timestamp(value) if isinstance(value, str) else None

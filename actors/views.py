@@ -1,0 +1,65 @@
+"""Read models built from actor state: what clients see of agents, sessions and tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestra.protocol import AgentLoad, AgentView, SessionView, TaskView
+
+
+def task_view(state: dict[str, Any]) -> TaskView:
+    return TaskView(
+        id=state["id"],
+        session_id=state["sessionId"],
+        agent_id=state.get("agentId"),
+        tool=state["tool"],
+        type=state.get("type", "code"),
+        priority=state.get("priority", "normal"),
+        status=state["status"],
+        created_at=state["createdAt"],
+        started_at=state.get("startedAt"),
+        finished_at=state.get("finishedAt"),
+        attempts=int(state.get("attempts", 0)),
+        last_seq=int(state.get("lastSeq", 0)),
+        error=state.get("error"),
+        exit_code=state.get("exitCode"),
+        result=state.get("result"),
+    )
+
+
+def agent_view(state: dict[str, Any]) -> AgentView:
+    running = state.get("running") or []
+    return AgentView(
+        id=state["id"],
+        name=state.get("name", ""),
+        status=agent_status(state),
+        connected_at=state.get("connectedAt"),
+        last_heartbeat=state.get("lastHeartbeat"),
+        latency=state.get("latencyMs"),
+        capabilities=list(state.get("capabilities") or []),
+        version=state.get("version"),
+        system_info=state.get("systemInfo"),
+        load=AgentLoad(running=len(running), max=int(state.get("maxConcurrency") or 1)),
+    )
+
+
+def agent_status(state: dict[str, Any]) -> str:
+    """online | busy | offline, derived so that it can never disagree with the load."""
+    if state.get("status") != "online":
+        return "offline"
+    running = state.get("running") or []
+    return "busy" if len(running) >= int(state.get("maxConcurrency") or 1) else "online"
+
+
+def session_view(state: dict[str, Any], tasks: list[dict[str, Any]]) -> SessionView:
+    return SessionView(
+        id=state["id"],
+        owner_id=state["ownerId"],
+        title=state.get("title", ""),
+        status=state["status"],
+        participants=list(state.get("participants") or []),
+        agent_id=state.get("agentId"),
+        created_at=state["createdAt"],
+        epoch=state["epoch"],
+        tasks=[task_view(t) for t in tasks if t],
+    )
