@@ -1,0 +1,61 @@
+"""The Sanic app of one gateway node, with python-socketio attached (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse
+
+from gateway.node import Node
+from gateway.responses import http_error
+from gateway.rest import BLUEPRINTS
+from orchestra.errors import InvalidParameters, NotFound, OrchestraError, ResourceExhausted
+from orchestra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
+    app = Sanic(name)
+    node = Node(settings)
+    app.ctx.node = node
+    app.config.REQUEST_MAX_SIZE = settings.max_payload_bytes
+    app.config.WEBSOCKET_MAX_SIZE = node.transport_limit
+    app.config.KEEP_ALIVE_TIMEOUT = 30
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    node.sio.attach(app)
+    for blueprint in BLUEPRINTS:
+        app.blueprint(blueprint)
+
+    @app.before_server_start
+    async def start_node(app: Sanic, _: Any) -> None:
+        await node.start()
+
+    @app.after_server_stop
+    async def stop_node(app: Sanic, _: Any) -> None:
+        await node.stop()
+
+    @app.exception(Exception)
+    async def answer_error(request: Request, exc: Exception) -> HTTPResponse:
+        return http_error(_as_protocol_error(exc), expose_stack=settings.expose_stack)
+
+    return app
+
+
+def _as_protocol_error(exc: Exception) -> Exception:
+    """Sanic's own refusals (no route, body too large) as the protocol's codes."""
+    if isinstance(exc, OrchestraError) or not isinstance(exc, SanicException):
+        return exc
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        return NotFound("no such route")
+    if status == 413:
+        return ResourceExhausted("request body too large")
+    if 400 <= status < 500:
+        error = InvalidParameters(str(exc) or "bad request")
+        error.http_status = status
+        return error
+    return exc

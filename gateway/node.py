@@ -1,0 +1,105 @@
+"""One gateway node: its connections, its actor system and its socket namespaces.
+
+Everything a request handler needs hangs off the `Node`, which the Sanic app keeps in
+`app.ctx.node`; nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from actors import KINDS, ActorEnv, ActorSystem, Scripts
+from gateway.auth import Tokens, verify_agent_handshake
+from gateway.feed import SessionFeed
+from gateway.operations import Operations
+from gateway.outlet import AGENT, WEB, SocketOutlet
+from gateway.sockets.agent import AgentNamespace
+from gateway.sockets.server import Server
+from gateway.sockets.web import WebNamespace
+from orchestra import keys
+from orchestra.db import Store
+from orchestra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def connect_redis(url: str) -> Redis:
+    """A client that rides out a Redis restart: commands retry with backoff."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = connect_redis(settings.redis_url)
+        self.scripts = Scripts(self.redis)
+        self.store = Store(settings.database_url)
+        self.tokens = Tokens(settings, self.store)
+        # Engine.IO's own limit sits above ours, so that an oversized event reaches the
+        # namespace and gets RES_001 instead of a dropped connection.
+        transport_limit = settings.max_payload_bytes * 4 + 64 * 1024
+        self.sio = Server(
+            async_mode="sanic",
+            client_manager=socketio.AsyncRedisManager(
+                settings.redis_url, channel=keys.socketio_channel()
+            ),
+            cors_allowed_origins=list(settings.allowed_origins) or "*",
+            transports=list(settings.transports),
+            max_http_buffer_size=transport_limit,
+            ping_interval=25,
+            ping_timeout=max(20, int(settings.connection_timeout_s)),
+            # Events of one socket are handled one after another, in the order sent: an
+            # agent's output and its final status must reach the stream in that order.
+            async_handlers=False,
+        )
+        self.transport_limit = transport_limit
+        self.outlet = SocketOutlet(self.sio, self.redis)
+        env = ActorEnv(
+            redis=self.redis,
+            scripts=self.scripts,
+            store=self.store,
+            settings=settings,
+            outlet=self.outlet,
+        )
+        self.system = ActorSystem(env, dict(KINDS))
+        self.ops = Operations(self.redis, self.store, self.system)
+        self.web = WebNamespace(WEB, self)
+        self.agents = AgentNamespace(AGENT, self)
+        self.feed = SessionFeed(self.redis, self._send_to_web)
+        self.sio.register_namespace(self.web)
+        self.sio.register_namespace(self.agents)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.system.start()
+        log.info(
+            "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
+        )
+
+    async def stop(self) -> None:
+        await self.feed.close()
+        await self.system.stop()
+        await self.store.close()
+        await self.redis.aclose()
+
+    async def verify_agent(self, auth: Any) -> str:
+        return await verify_agent_handshake(
+            auth, store=self.store, redis=self.redis, settings=self.settings
+        )
+
+    async def _send_to_web(self, socket: str, event: str, data: dict[str, Any]) -> None:
+        await self.web.send(socket, event, data)

@@ -1,0 +1,188 @@
+"""What users and agents may do, shared by the REST routes and the socket namespaces.
+
+Each operation checks who may do it (PROTOCOL.md §7), then turns the request into actor
+messages. Reads of live state come straight from the actors' Redis hashes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from actors import ActorSystem, session_address, task_address
+from actors.turn import decode_state
+from actors.views import agent_status, agent_view, session_view
+from gateway.auth import Principal
+from orchestra import keys
+from orchestra.codec import new_id
+from orchestra.db import Store
+from orchestra.errors import AgentNotAvailable, Forbidden, InvalidParameters, NotFound
+from orchestra.protocol import AgentView, WorkerStart
+
+
+class Operations:
+    """The gateway's use cases, independent of the transport that asked for them."""
+
+    def __init__(self, redis: Redis, store: Store, system: ActorSystem) -> None:
+        self.redis = redis
+        self.store = store
+        self.system = system
+        self._task_sessions: dict[str, str] = {}  # taskId -> sessionId, never changes
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def state(self, key: str) -> dict[str, Any]:
+        raw = await self.redis.hgetall(key)
+        return decode_state({_text(k): _text(v) for k, v in raw.items()})
+
+    async def session_of_task(self, task_id: str) -> str | None:
+        sid = self._task_sessions.get(task_id)
+        if sid is None:
+            raw = await self.redis.hget(keys.task_index(), task_id)
+            if raw is None:
+                return None
+            sid = self._task_sessions[task_id] = _text(raw)
+        return sid
+
+    async def visible_agents(self, who: Principal) -> list[AgentView]:
+        records = await self.store.list_agents(None if who.is_admin else who.user_id)
+        views = []
+        for record in records:
+            if record.revoked:
+                continue
+            state = await self.state(keys.agent(record.id))
+            state.setdefault("id", record.id)
+            state.setdefault("name", record.name)
+            state.setdefault("capabilities", record.capabilities)
+            state.setdefault("version", record.version)
+            views.append(agent_view(state))
+        return views
+
+    async def session_for(self, who: Principal, session_id: str) -> dict[str, Any]:
+        """The session's state, if `who` may see it (AUTH_002 otherwise, TASK_002 if unknown)."""
+        state = await self.state(keys.session(session_id))
+        if not state:
+            raise NotFound("unknown session")
+        if not (who.is_admin or who.user_id in (state.get("participants") or [])):
+            raise Forbidden("this session belongs to someone else")
+        return state
+
+    async def session_view(self, state: dict[str, Any]) -> dict[str, Any]:
+        tasks = [await self.state(keys.task(state["id"], tid)) for tid in state.get("tasks") or []]
+        return session_view(state, tasks).wire()
+
+    async def task_for(self, who: Principal, task_id: str) -> dict[str, Any]:
+        sid = await self.session_of_task(task_id)
+        if sid is None:
+            raise NotFound("unknown task")
+        await self.session_for(who, sid)
+        state = await self.state(keys.task(sid, task_id))
+        if not state:
+            raise NotFound("unknown task")
+        return state
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def create_session(
+        self, who: Principal, *, title: str = "", agent_id: str | None = None
+    ) -> dict[str, Any]:
+        if agent_id is not None:
+            await self._usable_agent(who, agent_id)
+        sid = new_id()
+        await self.system.ref(session_address(sid)).ask(
+            "create", {"ownerId": who.user_id, "title": title, "agentId": agent_id}
+        )
+        return await self.session_for(who, sid)
+
+    async def start_worker(self, who: Principal, request: WorkerStart) -> dict[str, Any]:
+        if request.tool == "custom" and not request.command:
+            raise InvalidParameters("the custom tool needs a command")
+        agent_id = request.agent_id
+        if agent_id is not None:
+            await self._require_available(who, agent_id)
+        else:
+            agent_id = await self._pick_agent(who, request)
+        if request.session_id is not None:
+            session = await self.session_for(who, request.session_id)
+            if session["status"] == "ended":
+                raise InvalidParameters("the session has ended")
+            sid = session["id"]
+        else:
+            sid = (await self.create_session(who, agent_id=agent_id))["id"]
+        task_id = request.task_id or new_id()
+        claimed = await self.redis.hsetnx(keys.task_index(), task_id, sid)
+        if not claimed and await self.session_of_task(task_id) != sid:
+            raise InvalidParameters("taskId is already in use")
+        self._task_sessions[task_id] = sid
+        view = await self.system.ref(task_address(sid, task_id)).ask(
+            "create",
+            {
+                "ownerId": who.user_id,
+                "tool": request.tool,
+                "type": request.type,
+                "priority": request.priority,
+                "agentId": agent_id,
+                "parameters": _parameters(request),
+            },
+        )
+        return {
+            "taskId": task_id,
+            "sessionId": sid,
+            "agentId": view.get("agentId"),
+            "status": view["status"],
+        }
+
+    async def task_command(
+        self, who: Principal, task_id: str, message: str, body: dict[str, Any]
+    ) -> Any:
+        state = await self.task_for(who, task_id)
+        return await self.system.ref(task_address(state["sessionId"], task_id)).ask(message, body)
+
+    # -- agents ------------------------------------------------------------------------
+
+    async def _usable_agent(self, who: Principal, agent_id: str) -> Any:
+        record = await self.store.get_agent(agent_id)
+        if record is None or record.revoked:
+            raise AgentNotAvailable("unknown agent")
+        if not (who.is_admin or record.owner_id == who.user_id):
+            raise Forbidden("this agent belongs to someone else")
+        return record
+
+    async def _require_available(self, who: Principal, agent_id: str) -> None:
+        await self._usable_agent(who, agent_id)
+        state = await self.state(keys.agent(agent_id))
+        status = agent_status(state) if state else "offline"
+        if status != "online":
+            raise AgentNotAvailable(f"agent is {status}", {"agentId": agent_id})
+
+    async def _pick_agent(self, who: Principal, request: WorkerStart) -> str:
+        """The least loaded online agent of `who` that offers the tool and capabilities."""
+        needed = {request.tool, *request.required_capabilities}
+        best: tuple[float, str] | None = None
+        for record in await self.store.list_agents(None if who.is_admin else who.user_id):
+            state = await self.state(keys.agent(record.id))
+            if not state or agent_status(state) != "online" or record.revoked:
+                continue
+            if not needed <= set(state.get("capabilities") or []):
+                continue
+            load = len(state.get("running") or []) / int(state.get("maxConcurrency") or 1)
+            if best is None or load < best[0]:
+                best = (load, record.id)
+        if best is None:
+            raise AgentNotAvailable("no online agent offers " + ", ".join(sorted(needed)))
+        return best[1]
+
+
+def _parameters(request: WorkerStart) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "prompt": request.initial_prompt,
+        "workingDirectory": request.working_directory,
+        "claudeSessionId": request.claude_session_id,
+        "command": request.command,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,80 @@
+"""How actors and namespaces reach sockets on any node (python-socketio's Redis manager).
+
+Commands to an agent go to the room `agent:<id>`, which lives on whichever node holds the
+agent's socket. The agent's ack carries the commandId: acknowledged commands leave the
+outbox, and what is not acknowledged goes out again when the agent registers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from redis.asyncio import Redis
+
+from orchestra import keys
+from orchestra.codec import envelope
+
+log = logging.getLogger(__name__)
+
+WEB = "/web"
+AGENT = "/agent"
+
+
+class SocketOutlet:
+    def __init__(self, sio: socketio.AsyncServer, redis: Redis) -> None:
+        self.sio = sio
+        self.redis = redis
+
+    async def to_agent(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
+        await self.sio.emit(
+            event,
+            envelope(data, "server"),
+            room=f"agent:{agent_id}",
+            namespace=AGENT,
+            callback=self._acknowledger(agent_id),
+        )
+
+    async def to_room(self, room: str, event: str, data: dict[str, Any]) -> None:
+        await self.sio.emit(event, envelope(data, "server"), room=room, namespace=WEB)
+
+    async def resend_commands(self, socket: str, agent_id: str, after_command_id: int) -> int:
+        """Send `socket` every command of the agent's outbox after `after_command_id`."""
+        entries = await self.redis.xrange(
+            keys.agent_outbox(agent_id), f"(0-{after_command_id}", "+"
+        )
+        for entry_id, fields in entries:
+            command_id = int(_text(entry_id).split("-")[1])
+            data = json_loads(fields)
+            await self.sio.emit(
+                _text(fields.get("event") or fields.get(b"event")),
+                envelope({"commandId": command_id, **data}, "server"),
+                to=socket,
+                namespace=AGENT,
+                callback=self._acknowledger(agent_id),
+            )
+        return len(entries)
+
+    def _acknowledger(self, agent_id: str) -> Any:
+        async def acknowledged(*answer: Any) -> None:
+            ack = answer[0] if answer else None
+            command_id = ack.get("commandId") if isinstance(ack, dict) else None
+            if isinstance(command_id, int) and not isinstance(command_id, bool) and command_id > 0:
+                # Everything up to it has been taken: the agent takes commands in order.
+                await self.redis.xtrim(keys.agent_outbox(agent_id), minid=f"0-{command_id + 1}")
+                await self.redis.hset(keys.agent(agent_id), "ackedCommandId", command_id)
+
+        return acknowledged
+
+
+def json_loads(fields: dict[Any, Any]) -> dict[str, Any]:
+    import json
+
+    raw = fields.get("data") or fields.get(b"data") or "{}"
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,120 @@
+"""`/api/sessions`: a user's sessions, their participants and their whole event history."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+
+from pydantic import Field
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from actors import session_address
+from gateway.feed import valid_id
+from gateway.rest.common import body, caller, node_of
+from orchestra import keys
+from orchestra.errors import Forbidden, InvalidParameters, OrchestraError
+from orchestra.protocol import Payload
+
+bp = Blueprint("sessions", url_prefix="/api/sessions")
+
+MAX_PAGE = 1000
+
+
+class CreateSession(Payload):
+    title: str = Field("", max_length=512)
+    agent_id: str | None = Field(None, max_length=128)
+
+
+class AddParticipant(Payload):
+    user_id: str = Field(min_length=1, max_length=128)
+
+
+@bp.get("/")
+async def list_sessions(request: Request) -> HTTPResponse:
+    who = caller(request)
+    node = node_of(request)
+    views = []
+    for record in await node.store.list_sessions(who.user_id, admin=who.is_admin):
+        try:
+            views.append(await node.ops.session_view(await node.ops.session_for(who, record.id)))
+        except OrchestraError:
+            continue
+    return json({"sessions": views})
+
+
+@bp.post("/")
+async def create_session(request: Request) -> HTTPResponse:
+    who = caller(request)
+    node = node_of(request)
+    request_body = body(request, CreateSession)
+    state = await node.ops.create_session(
+        who, title=request_body.title, agent_id=request_body.agent_id
+    )
+    return json({"session": await node.ops.session_view(state)}, status=201)
+
+
+@bp.get("/<session_id:str>")
+async def get_session(request: Request, session_id: str) -> HTTPResponse:
+    who = caller(request)
+    node = node_of(request)
+    state = await node.ops.session_for(who, session_id)
+    return json({"session": await node.ops.session_view(state)})
+
+
+@bp.post("/<session_id:str>/end")
+async def end_session(request: Request, session_id: str) -> HTTPResponse:
+    who = caller(request)
+    node = node_of(request)
+    state = await node.ops.session_for(who, session_id)
+    if not (who.is_admin or state["ownerId"] == who.user_id):
+        raise Forbidden("only the session's owner may end it")
+    await node.system.ref(session_address(session_id)).ask("end")
+    return json(
+        {"session": await node.ops.session_view(await node.ops.session_for(who, session_id))}
+    )
+
+
+@bp.post("/<session_id:str>/participants")
+async def add_participant(request: Request, session_id: str) -> HTTPResponse:
+    who = caller(request)
+    node = node_of(request)
+    state = await node.ops.session_for(who, session_id)
+    if not (who.is_admin or state["ownerId"] == who.user_id):
+        raise Forbidden("only the session's owner may add participants")
+    user_id = body(request, AddParticipant).user_id
+    if await node.store.get_user(user_id) is None:
+        raise InvalidParameters("unknown user")
+    answer = await node.system.ref(session_address(session_id)).ask(
+        "participant:add", {"userId": user_id}
+    )
+    return json(answer)
+
+
+@bp.get("/<session_id:str>/events")
+async def session_events(request: Request, session_id: str) -> HTTPResponse:
+    """The whole history, archived then live, in order, after `after`."""
+    who = caller(request)
+    node = node_of(request)
+    await node.ops.session_for(who, session_id)
+    after = request.args.get("after") or None
+    if after is not None and not valid_id(after):
+        raise InvalidParameters("after must be an eventId")
+    try:
+        limit = int(request.args.get("limit", "500"))
+    except ValueError:
+        raise InvalidParameters("limit must be a number") from None
+    limit = max(1, min(limit, MAX_PAGE))
+    events: list[dict[str, Any]] = []
+    for record in await node.store.list_events(session_id, after=after, limit=limit):
+        events.append({"eventId": record.event_id, "event": record.event, "data": record.payload})
+        after = record.event_id
+    if len(events) < limit:
+        start = f"({after}" if after else "-"
+        for entry_id, fields in await node.redis.xrange(
+            keys.session_events(session_id), start, "+", limit - len(events)
+        ):
+            data = jsonlib.loads(fields["data"])
+            data["eventId"] = entry_id
+            events.append({"eventId": entry_id, "event": fields["event"], "data": data})
+    return json({"events": events, "lastEventId": events[-1]["eventId"] if events else after})

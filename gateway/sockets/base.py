@@ -1,0 +1,101 @@
+"""What both namespaces share: event routing, validation, size limit, errors as Responses.
+
+A handler for event `a:b` is the method `on_a_b(sid, payload)`. It returns the ack's
+`data`, or raises an `OrchestraError`; either way the client gets one Response. An event
+the namespace does not know, a payload that is not an object, a payload over the size
+limit: each gets its error code and nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from gateway.responses import fail, ok
+from gateway.sockets.server import ack_requested
+from orchestra.codec import compress, decompress, envelope, json_size, new_id
+from orchestra.errors import InvalidParameters, OrchestraError, ResourceExhausted
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+log = logging.getLogger(__name__)
+
+_LIFECYCLE = {"connect", "disconnect"}
+
+
+class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Routes events to `on_<event>` methods with `:` and `-` read as `_`."""
+
+    #: the events this namespace answers (others get PARAM_001)
+    events: frozenset[str] = frozenset()
+
+    def __init__(self, namespace: str, node: Node) -> None:
+        super().__init__(namespace)
+        self.node = node
+        self.settings = node.settings
+        self._accepts: dict[str, list[str]] = {}  # socket -> compression algorithms it decodes
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in _LIFECYCLE:
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        raw = args[1] if len(args) > 1 else {}
+        request_id = (
+            raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        )
+        request_id = request_id or new_id()
+        try:
+            if event not in self.events:
+                raise InvalidParameters(f"unknown event {str(event)[:64]!r} on {self.namespace}")
+            payload = self._decode(raw)
+            handler = getattr(self, "on_" + event.replace(":", "_").replace("-", "_"))
+            data = await handler(sid, payload)
+        except Exception as exc:
+            response = fail(request_id, exc, expose_stack=self.settings.expose_stack)
+            await self._refused(sid, event, response)
+            return response
+        return ok(request_id, data)
+
+    def _decode(self, raw: Any) -> dict[str, Any]:
+        payload = decompress(raw, self.settings.max_payload_bytes)
+        if not isinstance(payload, dict):
+            raise InvalidParameters("the payload must be a JSON object")
+        if json_size(payload) > self.settings.max_payload_bytes:
+            raise ResourceExhausted(
+                f"payload over the limit of {self.settings.max_payload_bytes} bytes"
+            )
+        return payload
+
+    async def _refused(self, sid: str, event: str, response: dict[str, Any]) -> None:
+        """Without an ack to carry it, the error goes out as an `error` event."""
+        log.info("refused %s from %s: %s", event, sid, response["error"]["code"])
+        if not ack_requested.get():
+            await self.emit("error", response["error"], to=sid)
+
+    async def send(self, sid: str, event: str, data: dict[str, Any], **kwargs: Any) -> None:
+        """Emit to one local socket, with the envelope, compressed where it asked for it."""
+        payload = envelope(data, "server")
+        payload = compress(
+            payload, self._accepts.get(sid, ()), self.settings.compression_threshold_bytes
+        )
+        await self.node.sio.emit(
+            event, payload, to=sid, namespace=self.namespace, ignore_queue=True, **kwargs
+        )
+
+    def remember_compression(self, sid: str, auth: Any) -> None:
+        if isinstance(auth, dict) and isinstance(auth.get("compression"), list):
+            self._accepts[sid] = [a for a in auth["compression"] if isinstance(a, str)]
+
+    def forget(self, sid: str) -> None:
+        self._accepts.pop(sid, None)
+
+
+class ConnectionRefused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
+    """Raised in a connect handler: the client's `connect_error` data is `{code, message}`."""
+
+    def __init__(self, exc: OrchestraError) -> None:
+        super().__init__()
+        self.error_args = {"code": exc.code, "message": exc.message}

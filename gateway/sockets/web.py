@@ -1,0 +1,151 @@
+"""The `/web` namespace: browsers and scripts acting for a user (PROTOCOL.md §4)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from gateway.auth import Principal, user_view
+from gateway.sockets.base import BaseNamespace, ConnectionRefused
+from orchestra.errors import AuthenticationFailed, OrchestraError
+from orchestra.protocol import (
+    SessionJoin,
+    SessionLeave,
+    WorkerInput,
+    WorkerPermissionDecision,
+    WorkerStart,
+    WorkerStop,
+)
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+
+class WebNamespace(BaseNamespace):
+    events = frozenset(
+        {
+            "agents:list",
+            "session:join",
+            "session:leave",
+            "worker:start",
+            "worker:input",
+            "worker:stop",
+            "worker:permission",
+            "user:sync",
+        }
+    )
+
+    def __init__(self, namespace: str, node: Node) -> None:
+        super().__init__(namespace, node)
+        self.principals: dict[str, Principal] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not token:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            token = (query.get("token") or [None])[0]
+        try:
+            principal = self.node.tokens.verify_access(token)
+        except OrchestraError as exc:
+            raise ConnectionRefused(exc) from None
+        self.principals[sid] = principal
+        self.remember_compression(sid, auth)
+        await self.enter_room(sid, f"user:{principal.user_id}")
+        if principal.is_admin:
+            await self.enter_room(sid, "admins")
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.principals.pop(sid, None)
+        self.forget(sid)
+        await self.node.feed.drop_socket(sid)
+
+    async def who(self, sid: str) -> Principal:
+        """The caller; a token that expired while connected ends the connection."""
+        principal = self.principals.get(sid)
+        if principal is None or principal.expires_at <= time.time():
+            error = AuthenticationFailed("access token expired")
+            await self.emit("error", {"code": error.code, "message": error.message}, to=sid)
+            await self.disconnect(sid)
+            raise error
+        return principal
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def on_agents_list(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        return {"agents": [a.wire() for a in await self.node.ops.visible_agents(who)]}
+
+    async def on_user_sync(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        ops = self.node.ops
+        user = await self.node.store.get_user(who.user_id)
+        sessions = []
+        for record in await self.node.store.list_sessions(who.user_id, admin=who.is_admin):
+            try:
+                sessions.append(await ops.session_view(await ops.session_for(who, record.id)))
+            except OrchestraError:
+                continue  # in SQL but gone from Redis: history only, over REST
+        return {
+            "user": user_view(user) if user else None,
+            "sessions": sessions,
+            "agents": [a.wire() for a in await ops.visible_agents(who)],
+        }
+
+    async def on_session_join(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        request = SessionJoin.parse(payload)
+        state = await self.node.ops.session_for(who, request.session_id)
+        view = await self.node.ops.session_view(state)
+        epoch = state["epoch"]
+        resync = None
+        if request.epoch is not None and request.epoch != epoch:
+            resync = "the session's event stream was begun anew (epoch changed)"
+        elif request.last_event_id is not None and not self.node.feed.is_resumable(
+            state, request.last_event_id
+        ):
+            resync = "lastEventId is older than what the live stream keeps"
+        if resync is not None:
+            await self.send(sid, "session:resync", {"sessionId": state["id"], "reason": resync})
+            return {"session": view, "lastEventId": None, "epoch": epoch}
+        last = await self.node.feed.join(state["id"], sid, request.last_event_id)
+        return {"session": view, "lastEventId": last, "epoch": epoch}
+
+    async def on_session_leave(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        await self.who(sid)
+        request = SessionLeave.parse(payload)
+        await self.node.feed.leave(request.session_id, sid)
+        return {}
+
+    async def on_worker_start(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        return await self.node.ops.start_worker(who, WorkerStart.parse(payload))
+
+    async def on_worker_input(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        request = WorkerInput.parse(payload)
+        result: dict[str, Any] = await self.node.ops.task_command(
+            who, request.task_id, "input", {"input": request.input}
+        )
+        return result
+
+    async def on_worker_stop(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        request = WorkerStop.parse(payload)
+        await self.node.ops.task_command(who, request.task_id, "stop", {"mode": request.mode})
+        return {}
+
+    async def on_worker_permission(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
+        who = await self.who(sid)
+        request = WorkerPermissionDecision.parse(payload)
+        await self.node.ops.task_command(
+            who,
+            request.task_id,
+            "permission",
+            {
+                "permissionId": request.permission_id,
+                "decision": request.decision,
+                "message": request.message,
+            },
+        )
+        return {}
