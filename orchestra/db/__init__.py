@@ -1,0 +1,33 @@
+"""Orchestra's SQL layer: the tables (SQLModel) and the async `Store` that reads and writes them.
+
+Users, agents and their secrets, AI configs, and the history of sessions, tasks and archived
+session events live here; live state lives in Redis.
+"""
+
+from orchestra.db.models import (
+    Agent,
+    AIConfig,
+    RefreshToken,
+    SessionEventRecord,
+    SessionRecord,
+    TaskRecord,
+    User,
+)
+from orchestra.db.passwords import hash_password, verify_password
+from orchestra.db.store import DuplicateError, Store, StoreError, parse_event_id
+
+__all__ = [
+    "AIConfig",
+    "Agent",
+    "DuplicateError",
+    "RefreshToken",
+    "SessionEventRecord",
+    "SessionRecord",
+    "Store",
+    "StoreError",
+    "TaskRecord",
+    "User",
+    "hash_password",
+    "parse_event_id",
+    "verify_password",
+]

@@ -1,0 +1,240 @@
+"""Accounts and credentials in the SQL store: users, refresh tokens, agents, AI configs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import false, update
+from sqlmodel import col, select
+
+from orchestra.db.base import StoreBase, check_fields, guarded
+from orchestra.db.models import Agent, AIConfig, RefreshToken, User, utcnow
+from orchestra.db.passwords import hash_password, verify_password
+
+__all__ = ["AccountStore"]
+
+
+class AccountStore(StoreBase):
+    """The store's methods for who may log in or connect, and with what."""
+
+    # A hash of nothing in particular, made on first need: checked against when the username is
+    # unknown, so that a miss costs as long as a wrong password.
+    _dummy_hash: str | None = None
+
+    # ---- users -----------------------------------------------------------------------------
+
+    @guarded
+    async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> User:
+        """A new user; `DuplicateError` when the username is taken."""
+        password_hash = await asyncio.to_thread(hash_password, password)
+        return await self._add(
+            User(username=username, password_hash=password_hash, is_admin=is_admin)
+        )
+
+    @guarded
+    async def authenticate(self, username: str, password: str) -> User | None:
+        """The user whose name and password these are, unless unknown, wrong or disabled."""
+        user = await self.get_user_by_name(username)
+        if user is None:
+            # Spend the same time as a real check, so timing does not tell which names exist.
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_hex(8))
+            await asyncio.to_thread(verify_password, password, self._dummy_hash)
+            return None
+        if not await asyncio.to_thread(verify_password, password, user.password_hash):
+            return None
+        return None if user.disabled else user
+
+    @guarded
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._get(User, user_id)
+
+    @guarded
+    async def get_user_by_name(self, username: str) -> User | None:
+        found = await self._list(User, col(User.username) == username)
+        return found[0] if found else None
+
+    @guarded
+    async def list_users(self) -> list[User]:
+        return await self._list(User, order=[col(User.created_at), col(User.username)])
+
+    @guarded
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        password: str | None = None,
+        is_admin: bool | None = None,
+        disabled: bool | None = None,
+    ) -> User | None:
+        """Change a user; fields left None stay as they are. None when the user is unknown."""
+        fields: dict[str, Any] = {}
+        if password is not None:
+            fields["password_hash"] = await asyncio.to_thread(hash_password, password)
+        if is_admin is not None:
+            fields["is_admin"] = is_admin
+        if disabled is not None:
+            fields["disabled"] = disabled
+        return await self._update(User, user_id, fields)
+
+    @guarded
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete a user and their refresh tokens; their agents, sessions and tasks stay."""
+        async with self._session() as s:
+            await s.exec(sa_delete(RefreshToken).where(col(RefreshToken.user_id) == user_id))
+            result = await s.exec(sa_delete(User).where(col(User.id) == user_id))
+            await s.commit()
+            return result.rowcount > 0
+
+    # ---- refresh tokens --------------------------------------------------------------------
+
+    @guarded
+    async def add_refresh_token(self, jti: str, user_id: str, expires_at: datetime) -> None:
+        await self._add(RefreshToken(jti=jti, user_id=user_id, expires_at=expires_at))
+
+    @guarded
+    async def use_refresh_token(self, jti: str) -> str | None:
+        """Mark a token used and give its user id, if it exists, is unused and unexpired.
+
+        One conditional UPDATE decides: of two concurrent uses, only one changes a row.
+        """
+        async with self._session() as s:
+            result = await s.exec(
+                update(RefreshToken)
+                .where(
+                    col(RefreshToken.jti) == jti,
+                    col(RefreshToken.used) == false(),
+                    col(RefreshToken.expires_at) > utcnow(),
+                )
+                .values(used=True)
+            )
+            if result.rowcount != 1:
+                await s.rollback()
+                return None
+            user_id = (
+                await s.exec(select(RefreshToken.user_id).where(col(RefreshToken.jti) == jti))
+            ).one()
+            await s.commit()
+            return user_id
+
+    @guarded
+    async def revoke_user_tokens(self, user_id: str) -> int:
+        """Make every refresh token of a user unusable; returns how many were live."""
+        where = [col(RefreshToken.user_id) == user_id, col(RefreshToken.used) == false()]
+        return await self._set(RefreshToken, where, used=True)
+
+    @guarded
+    async def purge_refresh_tokens(self, *, before: datetime | None = None) -> int:
+        """Delete tokens that expired before ``before`` (default: now); for the cleanup job."""
+        cutoff = before or utcnow()
+        return await self._delete(RefreshToken, col(RefreshToken.expires_at) < cutoff)
+
+    # ---- agents ----------------------------------------------------------------------------
+
+    @guarded
+    async def create_agent(
+        self, name: str, owner_id: str, capabilities: Iterable[str] = ()
+    ) -> tuple[Agent, str]:
+        """A new agent and its secret (shown to the user this once)."""
+        secret = secrets.token_urlsafe(32)
+        agent = Agent(name=name, owner_id=owner_id, secret=secret, capabilities=list(capabilities))
+        return await self._add(agent), secret
+
+    @guarded
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        return await self._get(Agent, agent_id)
+
+    @guarded
+    async def list_agents(self, owner_id: str | None = None) -> list[Agent]:
+        """The agents of ``owner_id``, or all of them when it is None."""
+        where = [] if owner_id is None else [col(Agent.owner_id) == owner_id]
+        return await self._list(Agent, *where, order=[col(Agent.created_at), col(Agent.id)])
+
+    @guarded
+    async def agent_secret(self, agent_id: str) -> str | None:
+        """The secret an agent signs with; None when it is unknown or revoked."""
+        async with self._session() as s:
+            stmt = select(Agent.secret).where(
+                col(Agent.id) == agent_id, col(Agent.revoked) == false()
+            )
+            return (await s.exec(stmt)).first()
+
+    @guarded
+    async def revoke_agent(self, agent_id: str) -> bool:
+        """Revoke an agent for good; False when it is unknown."""
+        return await self._set(Agent, [col(Agent.id) == agent_id], revoked=True) > 0
+
+    @guarded
+    async def rotate_agent_secret(self, agent_id: str) -> str | None:
+        """Give an agent a new secret (the old one stops working); None if unknown or revoked."""
+        secret = secrets.token_urlsafe(32)
+        where = [col(Agent.id) == agent_id, col(Agent.revoked) == false()]
+        return secret if await self._set(Agent, where, secret=secret) else None
+
+    @guarded
+    async def touch_agent(
+        self,
+        agent_id: str,
+        *,
+        version: str | None = None,
+        capabilities: Iterable[str] | None = None,
+    ) -> bool:
+        """Record that an agent was seen now, with its version and capabilities when given."""
+        values: dict[str, Any] = {"last_seen_at": utcnow()}
+        if version is not None:
+            values["version"] = version
+        if capabilities is not None:
+            values["capabilities"] = list(capabilities)
+        return await self._set(Agent, [col(Agent.id) == agent_id], **values) > 0
+
+    # ---- AI configs ------------------------------------------------------------------------
+
+    @guarded
+    async def create_ai_config(
+        self,
+        owner_id: str,
+        name: str,
+        tool: str,
+        model: str | None = None,
+        api_key_encrypted: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> AIConfig:
+        now = utcnow()
+        config = AIConfig(
+            owner_id=owner_id,
+            name=name,
+            tool=tool,
+            model=model,
+            api_key_encrypted=api_key_encrypted,
+            settings=dict(settings or {}),
+            created_at=now,
+            updated_at=now,
+        )
+        return await self._add(config)
+
+    @guarded
+    async def get_ai_config(self, config_id: str) -> AIConfig | None:
+        return await self._get(AIConfig, config_id)
+
+    @guarded
+    async def list_ai_configs(self, owner_id: str) -> list[AIConfig]:
+        return await self._list(
+            AIConfig,
+            col(AIConfig.owner_id) == owner_id,
+            order=[col(AIConfig.created_at), col(AIConfig.id)],
+        )
+
+    @guarded
+    async def update_ai_config(self, config_id: str, **fields: Any) -> AIConfig | None:
+        """Change the given fields (not ``id``/``owner_id``); None when unknown."""
+        check_fields(AIConfig, fields, frozen=("id", "owner_id", "created_at"))
+        return await self._update(AIConfig, config_id, {**fields, "updated_at": utcnow()})
+
+    @guarded
+    async def delete_ai_config(self, config_id: str) -> bool:
+        return await self._delete(AIConfig, col(AIConfig.id) == config_id) > 0

@@ -1,0 +1,221 @@
+"""SQL tables of Orchestra: users, refresh tokens, agents, AI configs, sessions, tasks, and the
+archive of session events trimmed from Redis.
+
+Redis holds live state; these tables hold what must outlive it (accounts, credentials, history).
+Every timestamp is a timezone-aware UTC datetime, on SQLite too (see `UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "MODELS",
+    "AIConfig",
+    "Agent",
+    "RefreshToken",
+    "SessionEventRecord",
+    "SessionRecord",
+    "TaskRecord",
+    "UTCDateTime",
+    "User",
+    "new_id",
+    "utcnow",
+]
+
+
+def new_id() -> str:
+    """A fresh record id: 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime column that always gives back aware UTC datetimes.
+
+    PostgreSQL keeps the zone (timestamptz); SQLite keeps none, so values are stored there as
+    naive UTC and made aware again on the way out. A naive value handed in is taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # SQLite compares these as text: one fixed, zone-less form keeps ordering right.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Fields are declared through these helpers so each table reads as a list of columns.
+def _id_field() -> Any:
+    return Field(default_factory=new_id, primary_key=True, max_length=64)
+
+
+def _created_field() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+def _time_field() -> Any:
+    return Field(default=None, sa_type=UTCDateTime)
+
+
+class User(SQLModel, table=True):
+    """A person who logs in to the web console or the API."""
+
+    __tablename__ = "users"
+
+    id: str = _id_field()
+    username: str = Field(sa_type=String(200), unique=True, index=True)
+    password_hash: str = Field(repr=False)
+    is_admin: bool = False
+    disabled: bool = False
+    created_at: datetime = _created_field()
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token's id (the JWT's ``jti``); each may be used once, before it expires."""
+
+    __tablename__ = "refresh_tokens"
+
+    jti: str = Field(primary_key=True, max_length=200)
+    user_id: str = Field(index=True, max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used: bool = False
+
+
+class Agent(SQLModel, table=True):
+    """A machine that runs workers, with the secret it signs its handshake with.
+
+    The secret is kept as is, not hashed, because the gateway recomputes HMAC-SHA256 with it;
+    it is left out of ``repr``/``str`` so that it never reaches a log line by accident.
+    """
+
+    __tablename__ = "agents"
+
+    id: str = _id_field()
+    name: str
+    owner_id: str = Field(index=True, max_length=64)
+    secret: str = Field(repr=False)
+    capabilities: list[str] = Field(default_factory=list, sa_type=JSON)
+    revoked: bool = False
+    created_at: datetime = _created_field()
+    version: str | None = None
+    last_seen_at: datetime | None = _time_field()
+
+    def __repr__(self) -> str:
+        # Spelled out, not left to pydantic, so that a future field option can't bring it back.
+        return (
+            f"Agent(id={self.id!r}, name={self.name!r}, owner_id={self.owner_id!r}, "
+            f"capabilities={self.capabilities!r}, revoked={self.revoked!r}, "
+            f"version={self.version!r}, created_at={self.created_at!r}, "
+            f"last_seen_at={self.last_seen_at!r})"
+        )
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+class AIConfig(SQLModel, table=True):
+    """A user's named settings for a tool (model, API key, extra options)."""
+
+    __tablename__ = "ai_configs"
+
+    id: str = _id_field()
+    owner_id: str = Field(index=True, max_length=64)
+    name: str
+    tool: str
+    model: str | None = None
+    api_key_encrypted: str | None = Field(default=None, repr=False)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = _created_field()
+    updated_at: datetime = _created_field()
+
+
+class SessionRecord(SQLModel, table=True):
+    """A conversation: an owner, the users taking part, and the tasks run in it."""
+
+    __tablename__ = "sessions"
+
+    id: str = _id_field()
+    owner_id: str = Field(index=True, max_length=64)
+    title: str = ""
+    agent_id: str | None = None
+    status: str = "active"  # "active" | "paused" | "ended"
+    participants: list[str] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime = _created_field()
+    ended_at: datetime | None = _time_field()
+
+
+class TaskRecord(SQLModel, table=True):
+    """One run of a worker: what was asked, where it ran, and how it ended."""
+
+    __tablename__ = "tasks"
+
+    id: str = _id_field()
+    session_id: str = Field(index=True, max_length=64)
+    owner_id: str = Field(index=True, max_length=64)
+    agent_id: str | None = None
+    tool: str
+    type: str = "code"  # "chat" | "code" | "analysis"
+    priority: str = "normal"  # "low" | "normal" | "high"
+    status: str = "queued"
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = _created_field()
+    started_at: datetime | None = _time_field()
+    finished_at: datetime | None = _time_field()
+    attempts: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    # none_as_null: a missing result is SQL NULL, not the JSON text "null".
+    result: Any = Field(default=None, nullable=True, sa_type=JSON(none_as_null=True))
+
+
+class SessionEventRecord(SQLModel, table=True):
+    """A session event trimmed from the Redis stream, kept so that history stays complete.
+
+    ``event_id`` is the stream entry ID ("<ms>-<seq>"); ``ms`` and ``seq`` are its two numbers,
+    stored apart because the ID's text does not sort in stream order ("10-0" < "5-0").
+    """
+
+    __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_order", "session_id", "ms", "seq"),)
+
+    session_id: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(primary_key=True, max_length=64)
+    ms: int = Field(sa_type=BigInteger)
+    seq: int = Field(sa_type=BigInteger)
+    event: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+# The tables the store creates, in one place so that other SQLModel tables in the process (if any)
+# are not created in our database by accident.
+MODELS: tuple[type[SQLModel], ...] = (
+    User,
+    RefreshToken,
+    Agent,
+    AIConfig,
+    SessionRecord,
+    TaskRecord,
+    SessionEventRecord,
+)
