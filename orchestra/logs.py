@@ -19,4 +19,4 @@ def configure(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("sanic.access").setLevel(logging.WARNING)
     for chatty in ("redis", "aiosqlite", "asyncio", "sqlalchemy"):
-        logging.getLogger(chatty).setLevel(logging.INFO)
+        logging.getLogger(chatty).setLevel(logging.WARNING)

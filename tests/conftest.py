@@ -1,0 +1,67 @@
+"""Fixtures shared by all tests: a real Redis per test, real SQL stores, real processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from orchestra.redis_server import RedisServer
+from tests.support.postgres import PostgresServer, postgres_database, postgres_server
+from tests.support.processes import Deployment
+from tests.support.redis import redis_server
+
+
+@pytest_asyncio.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A private Redis server for one test (chaos tests may kill and restart it)."""
+    async with redis_server(tmp_path) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pg_server() -> AsyncIterator[PostgresServer]:
+    async with postgres_server() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_url(pg_server: PostgresServer) -> AsyncIterator[str]:
+    """One PostgreSQL database for the whole test session (the store's own tests)."""
+    async with postgres_database(pg_server) as url:
+        yield url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh_postgres_url(pg_server: PostgresServer) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for one test."""
+    async with postgres_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQL store, SQLite or PostgreSQL: end-to-end tests run on both."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, redis: RedisServer, database_url: str) -> Iterator[Deployment]:
+    deployment = Deployment(root=tmp_path, redis_url=redis.url, database_url=database_url)
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, attach the logs of the test's gateway and agent processes."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "deployment" in getattr(item, "funcargs", {}):
+        report.sections.append(("orchestra processes", item.funcargs["deployment"].logs()))

@@ -1,0 +1,214 @@
+"""Real gateway and agent processes, started through the `orchestra` command like a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestra.redis_server import free_port
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+async def wait_for(
+    condition: Callable[[], Any | Awaitable[Any]],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll until `condition` returns something truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Process:
+    """A child `orchestra` process with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@dataclass
+class Gateway(Process):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Deployment:
+    """Redis + SQL + gateway and agent processes for one test, in one folder."""
+
+    root: Path
+    redis_url: str
+    database_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+        env.update(
+            ORCHESTRA_REDIS_URL=self.redis_url,
+            ORCHESTRA_DATABASE_URL=self.database_url,
+            ORCHESTRA_DATA_DIR=str(self.root / "data"),
+            ORCHESTRA_JWT_SECRET="test-jwt-secret-" + "x" * 32,
+            ORCHESTRA_LOG_LEVEL="INFO",
+            ORCHESTRA_HEARTBEAT_INTERVAL_S="2",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def orchestra(self, *args: str) -> str:
+        """Run an `orchestra` command to completion; its standard output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestra", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"orchestra {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def create_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        self.orchestra(
+            "user", "create", name, "--password", password, *(["--admin"] if admin else [])
+        )
+
+    def create_agent(self, name: str, owner: str) -> tuple[str, Path]:
+        secret_file = self.root / f"{name}.secret"
+        out = self.orchestra(
+            "agent", "create", name, "--owner", owner, "--secret-file", str(secret_file)
+        )
+        agent_id = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("agent id:")
+        )
+        return agent_id, secret_file
+
+    def _spawn(self, name: str, args: list[str], cls: type[Process] = Process, **extra: Any) -> Any:
+        log_path = self.root / f"{name}.log"
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "orchestra", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = cls(name=name, popen=popen, log_path=log_path, **extra)
+        self.processes.append(process)
+        return process
+
+    async def start_gateway(self, node_id: str = "gw1", port: int | None = None) -> Gateway:
+        port = port or free_port()
+        gateway: Gateway = self._spawn(
+            f"gateway-{node_id}",
+            ["gateway", "--host", "127.0.0.1", "--port", str(port), "--node-id", node_id],
+            Gateway,
+            port=port,
+        )
+        await wait_for(
+            lambda: _healthy(gateway), what=f"gateway {node_id} to answer /health", timeout_s=60
+        )
+        return gateway
+
+    def start_agent(self, agent_id: str, secret_file: Path, server_url: str) -> Process:
+        process: Process = self._spawn(
+            f"agent-{agent_id[:8]}",
+            [
+                "agent",
+                "--server",
+                server_url,
+                "--agent-id",
+                agent_id,
+                "--secret-file",
+                str(secret_file),
+                "--state-dir",
+                str(self.root / "agents" / agent_id),
+            ],
+        )
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {p.name} -----\n{p.log()[-6000:]}" for p in self.processes)
+
+
+def _healthy(gateway: Gateway) -> bool:
+    if not gateway.alive():
+        raise AssertionError(f"gateway exited:\n{gateway.log()[-4000:]}")
+    try:
+        with urllib.request.urlopen(gateway.url + "/health", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def http(
+    method: str, url: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """A blocking JSON request; (status, body). Use through asyncio.to_thread in async tests."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")

@@ -1,0 +1,93 @@
+"""A web client for tests: python-socketio's AsyncClient on `/web`, recording every event."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import socketio
+
+from tests.support.processes import http, wait_for
+
+SESSION_EVENTS = (
+    "worker:output",
+    "task:stream",
+    "worker:status",
+    "task:result",
+    "task:accepted",
+    "task:progress",
+    "session:updated",
+    "worker:permission",
+)
+OTHER_EVENTS = (
+    "session:resync",
+    "error",
+    "agents:updated",
+    "agent:connected",
+    "agent:disconnected",
+)
+
+
+async def login(url: str, username: str, password: str) -> str:
+    status, body = await asyncio.to_thread(
+        http, "POST", url + "/api/auth/login", {"username": username, "password": password}
+    )
+    assert status == 200, body
+    return str(body["accessToken"])
+
+
+class WebClient:
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.connect_error: Any = None
+        for name in SESSION_EVENTS + OTHER_EVENTS:
+            self.sio.on(name, self._recorder(name), namespace="/web")
+        self.sio.on("connect_error", self._on_connect_error, namespace="/web")
+
+    def _recorder(self, name: str) -> Any:
+        async def record(data: dict[str, Any]) -> None:
+            self.events.append((name, data))
+
+        return record
+
+    async def _on_connect_error(self, data: Any) -> None:
+        self.connect_error = data
+
+    async def connect(self, url: str, token: str) -> None:
+        await self.sio.connect(url, namespaces=["/web"], auth={"token": token}, wait_timeout=30)
+
+    async def call(self, event: str, payload: Any, timeout_s: float = 30.0) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.sio.call(
+            event, payload, namespace="/web", timeout=timeout_s
+        )
+        return answer
+
+    async def ok(self, event: str, payload: Any) -> dict[str, Any]:
+        answer = await self.call(event, payload)
+        assert answer["success"], answer
+        data: dict[str, Any] = answer["data"]
+        return data
+
+    def session_events(self, session_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (name, data)
+            for name, data in self.events
+            if name in SESSION_EVENTS and data.get("sessionId") == session_id
+        ]
+
+    async def wait_for_event(
+        self, name: str, predicate: Any = None, timeout_s: float = 60.0
+    ) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for event, data in self.events:
+                if event == name and (predicate is None or predicate(data)):
+                    return data
+            return None
+
+        found: dict[str, Any] = await wait_for(find, timeout_s=timeout_s, what=f"event {name}")
+        return found
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
