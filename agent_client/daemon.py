@@ -1,0 +1,217 @@
+"""The agent daemon: registration, heartbeats, pings, and the commands of the gateway.
+
+`AgentDaemon.run` keeps a connection to the gateway (see `connection`), registers on every
+(re)connect with what it still holds (`lastCommandId`, `runningTasks`), sends heartbeats,
+answers pings, and hands each command to the task manager once (see `commands`). It runs
+until cancelled or until SIGINT/SIGTERM, then stops its workers and disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+from agent_client.commands import CommandLog
+from agent_client.connection import AgentConnection, Handler, LinkDown, Session, response_error
+from agent_client.tasks import TaskManager
+from orchestra.codec import now_iso
+from orchestra.settings import Settings, SettingsError
+
+__all__ = ["AgentDaemon", "agent_version", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+# How long a shutting-down daemon waits for its last output and results to be acknowledged.
+_FLUSH_TIMEOUT_S = 5.0
+
+
+def agent_version() -> str:
+    """Orchestra's version string, as `agent:register` reports it."""
+    try:
+        return importlib.metadata.version("orchestra")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class AgentDaemon:
+    """One agent: a connection to the gateway and the workers it runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Raises `SettingsError` when the agent id or its secret is missing."""
+        if not settings.agent_id:
+            raise SettingsError("no agent id: set ORCHESTRA_AGENT_ID or --agent-id")
+        self.settings = settings
+        secret = settings.read_agent_secret()  # fail at start, not at the first connect
+        settings.agent_state_dir.mkdir(parents=True, exist_ok=True)
+        self.commands = CommandLog(settings.agent_state_dir / "last-command-id")
+        handlers: dict[str, Handler] = {
+            "task:assign": self._command("task:assign", self._assign),
+            "worker:input": self._command("worker:input", self._input),
+            "worker:stop": self._command("worker:stop", self._stop_worker),
+            "worker:permission": self._command("worker:permission", self._permission),
+            "ping": self._on_ping,
+            "agent:registered": self._on_registered,
+        }
+        self.connection = AgentConnection(settings, secret, handlers, self._register)
+        self.tasks = TaskManager(settings, self.connection)
+        self._stop = asyncio.Event()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled, `request_stop`, SIGINT or SIGTERM; then shut down cleanly."""
+        installed = self._install_signal_handlers()
+        self.tasks.restore()
+        connection = asyncio.create_task(self.connection.run(), name="agent-connection")
+        heartbeat = asyncio.create_task(self._heartbeats(), name="agent-heartbeat")
+        log.info("agent %s starting, gateway %s", self.settings.agent_id, self.settings.server_url)
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("agent %s shutting down", self.settings.agent_id)
+            heartbeat.cancel()
+            flush = _FLUSH_TIMEOUT_S if self.connection.session is not None else 0.0
+            await self.tasks.shutdown(flush)
+            connection.cancel()
+            for task in (heartbeat, connection):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.connection.close()
+            self._remove_signal_handlers(installed)
+            log.info("agent %s stopped", self.settings.agent_id)
+
+    def request_stop(self) -> None:
+        """Ask `run` to shut down (what SIGINT and SIGTERM do)."""
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread (tests), or no signals here
+            installed.append(sig)
+        return installed
+
+    def _remove_signal_handlers(self, installed: list[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in installed:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+    # -- connection events -------------------------------------------------------------
+
+    def registration(self) -> dict[str, Any]:
+        """The `agent:register` payload, as of now."""
+        return {
+            "agentId": self.settings.agent_id,
+            "name": self.settings.agent_name or socket.gethostname() or self.settings.agent_id,
+            "capabilities": list(self.settings.agent_capabilities),
+            "version": agent_version(),
+            "maxConcurrency": self.settings.agent_max_concurrency,
+            "lastCommandId": self.commands.last,
+            "runningTasks": self.tasks.running_tasks(),
+        }
+
+    async def _register(self, session: Session) -> bool:
+        """Register on a new connection; True when the gateway took it."""
+        response = await session.request(
+            "agent:register", self.registration(), self.settings.connection_timeout_s
+        )
+        error = response_error(response)
+        if error is not None:
+            log.error("the gateway refused the registration (%s: %s)", *error)
+            return False
+        data = response.get("data") or {}
+        log.info(
+            "registered as %s; the gateway lists %d task(s) as assigned",
+            self.settings.agent_id,
+            len(data.get("assignedTasks") or []),
+        )
+        return True
+
+    async def _on_registered(self, data: dict[str, Any]) -> None:
+        log.debug("agent:registered %s", data.get("agentId"))
+
+    async def _on_ping(self, data: dict[str, Any]) -> None:
+        """Answer `ping {timestamp}` with `pong` echoing the same timestamp."""
+        session = self.connection.current
+        if session is not None:
+            with contextlib.suppress(LinkDown):
+                await session.emit("pong", {"timestamp": data.get("timestamp")})
+
+    async def _heartbeats(self) -> None:
+        psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
+        while True:
+            session = await self.connection.wait_ready()
+            try:
+                await session.emit("agent:heartbeat", self._heartbeat(), self._heartbeat_ack)
+            except LinkDown:
+                continue
+            with contextlib.suppress(TimeoutError):
+                # A new connection gets its heartbeat at once, not an interval later.
+                await asyncio.wait_for(session.closed.wait(), self.settings.heartbeat_interval_s)
+
+    def _heartbeat(self) -> dict[str, Any]:
+        try:
+            disk = psutil.disk_usage(str(self.settings.agent_state_dir)).percent
+        except OSError:
+            disk = 0.0
+        return {
+            "agentId": self.settings.agent_id,
+            "timestamp": now_iso(),
+            "systemInfo": {
+                "cpu": psutil.cpu_percent(interval=None),
+                "memory": psutil.virtual_memory().percent,
+                "disk": disk,
+            },
+        }
+
+    @staticmethod
+    def _heartbeat_ack(response: Any) -> None:
+        error = response_error(response)
+        if error is not None:
+            log.warning("heartbeat refused (%s: %s)", *error)
+
+    # -- commands ----------------------------------------------------------------------
+
+    def _command(self, event: str, action: Callable[[dict[str, Any]], Awaitable[None]]) -> Handler:
+        """A command handler: taken once by commandId, acknowledged with `{commandId}`."""
+
+        async def handle(data: dict[str, Any]) -> Any:
+            command_id = data.get("commandId")
+            if not isinstance(command_id, int) or isinstance(command_id, bool) or command_id < 1:
+                log.error("%s without a valid commandId, ignored", event)
+                return None
+            return await self.commands.take(command_id, lambda: action(data))
+
+        return handle
+
+    async def _assign(self, data: dict[str, Any]) -> None:
+        if data.get("agentId") not in (None, self.settings.agent_id):
+            log.warning("task:assign addressed to agent %r, not us", data.get("agentId"))
+        await self.tasks.assign(data)
+
+    async def _input(self, data: dict[str, Any]) -> None:
+        await self.tasks.input(data)
+
+    async def _stop_worker(self, data: dict[str, Any]) -> None:
+        await self.tasks.stop(data)
+
+    async def _permission(self, data: dict[str, Any]) -> None:
+        await self.tasks.permission(data)
+
+
+async def run_agent(settings: Settings) -> None:
+    """Run an agent daemon until cancelled or signalled (`asyncio.run(run_agent(s))`)."""
+    await AgentDaemon(settings).run()

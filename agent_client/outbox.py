@@ -1,0 +1,295 @@
+"""One task's outgoing events, delivered in order across disconnects and restarts.
+
+A task sends two kinds of events:
+
+- output items (`task:stream`, `worker:output`), numbered by `seq`, spooled to disk before
+  they are sent, and sent pipelined: many in flight, each ack (`{persistedSeq}`) moving the
+  acknowledged mark forward;
+- control events (`task:accepted`, `worker:status`, `task:result`, `task:rejected`, ...),
+  each sent once everything before it is acknowledged, and awaited.
+
+The ordering rule the gateway relies on follows: a control event queued after output item
+N is sent only once the gateway has stored 1..N. So the final `worker:status` and the
+`task:result` come after the last line, and output never overtakes `task:accepted`.
+
+One pump task per outbox does all the sending. On each new connection (a new session
+epoch) it starts again from the acknowledged mark, so everything unacknowledged is sent
+again, in seq order, before anything new; the gateway drops the seqs it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent_client.connection import LinkDown, response_error
+from agent_client.spool import FinalEvents, Spool
+
+__all__ = ["Link", "Sender", "TaskOutbox"]
+
+log = logging.getLogger(__name__)
+
+# Refusals worth trying again later; any other refusal of a control event is final.
+_RETRYABLE = frozenset({"SYS_001", "RATE_001", "DB_001", "CONN_001", "CONN_002"})
+# Refusals of output meaning the gateway will never take this task's output from us.
+_UNWANTED = frozenset({"AUTH_002", "TASK_002"})
+
+
+class Sender(Protocol):
+    """What the outbox needs of a connection (`connection.Session`, or a test's fake)."""
+
+    epoch: int
+    closed: asyncio.Event
+
+    async def emit(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        on_ack: Callable[[Any], None] | None = None,
+    ) -> None: ...
+
+    async def request(self, event: str, payload: dict[str, Any], timeout_s: float) -> Any: ...
+
+
+class Link(Protocol):
+    """Hands out the current registered connection (`connection.AgentConnection`)."""
+
+    async def wait_ready(self) -> Sender: ...
+
+
+@dataclass
+class _Control:
+    event: str
+    payload: dict[str, Any]
+    after_seq: int
+    """Sent once the gateway has stored output 1..after_seq."""
+
+
+class TaskOutbox:
+    """Everything one task still has to tell the gateway."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        link: Link,
+        *,
+        agent_id: str,
+        ack_timeout_s: float,
+        retry_delay_s: float,
+        on_done: Callable[[TaskOutbox], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.task_id = spool.task_id
+        self._link = link
+        self._agent_id = agent_id
+        self._ack_timeout_s = ack_timeout_s
+        self._retry_delay_s = retry_delay_s
+        self._on_done = on_done
+        self._controls: deque[_Control] = deque()
+        self._wake = asyncio.Event()
+        self._rewind_at: float | None = None
+        self._progress_at = time.monotonic()
+        self._unwanted_logged = False
+        self._pump: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        if spool.final is not None:
+            self._queue_final(spool.final)
+
+    # -- what the task manager calls ---------------------------------------------------
+
+    def output(self, event: str, fields: dict[str, Any]) -> None:
+        """A worker's output item: numbered, spooled (flushed), then sent. The worker's sink."""
+        if self.spool.final is not None:
+            log.warning("task %s: output after the task's end is dropped", self.task_id)
+            return
+        self.spool.append(event, {"taskId": self.task_id, "agentId": self._agent_id, **fields})
+        self._wake.set()
+
+    def control(self, event: str, fields: dict[str, Any]) -> None:
+        """A control event, sent once the output so far is acknowledged (not spooled)."""
+        payload = {"taskId": self.task_id, "agentId": self._agent_id, **fields}
+        self._controls.append(_Control(event, payload, self.spool.last_seq))
+        self._wake.set()
+
+    def discard_controls(self) -> None:
+        """Drop the control events not yet sent (a worker that failed to start)."""
+        if self._pump is not None:
+            raise RuntimeError("the outbox is already sending")
+        self._controls.clear()
+
+    def finish(self, events: FinalEvents) -> None:
+        """The task's last events (spooled); the outbox is done once they are delivered."""
+        self.spool.set_final(events)
+        self._queue_final(self.spool.final or [])
+        self._wake.set()
+
+    @property
+    def finished(self) -> bool:
+        """The task's last events are known (its worker is over or never started)."""
+        return self.spool.final is not None
+
+    def running_task(self) -> dict[str, Any]:
+        """This task as `agent:register` reports it."""
+        return {"taskId": self.task_id, "lastSeq": self.spool.persisted_seq}
+
+    def start(self) -> None:
+        """Start sending (once the task's first control events are queued)."""
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run(), name=f"outbox-{self.task_id}")
+
+    async def close(self) -> None:
+        """Stop sending; what is unacknowledged stays in the spool for the next start."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        self.spool.close()
+
+    # -- the pump ----------------------------------------------------------------------
+
+    def _queue_final(self, events: FinalEvents) -> None:
+        for event, payload in events:
+            self._controls.append(_Control(event, payload, self.spool.last_seq))
+
+    def _complete(self) -> bool:
+        return (
+            self.spool.final is not None
+            and not self._controls
+            and self.spool.persisted_seq >= self.spool.last_seq
+        )
+
+    async def _run(self) -> None:
+        epoch = -1
+        sent = 0
+        while not self._complete():
+            self._wake.clear()
+            session = await self._link.wait_ready()
+            if session.epoch != epoch:
+                epoch, sent = session.epoch, self.spool.persisted_seq
+                self._progress_at = time.monotonic()
+            if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
+                # Unacknowledged output is sent again; the gateway drops what it has.
+                self._rewind_at = None
+                sent = self.spool.persisted_seq
+                self._progress_at = time.monotonic()
+            try:
+                sent = await self._send_output(session, sent)
+                head = self._controls[0] if self._controls else None
+                if head is not None and self.spool.persisted_seq >= head.after_seq:
+                    if await self._send_control(session, head):
+                        self._controls.popleft()
+                    continue
+                await self._idle(session, sent)
+            except LinkDown:
+                continue
+            except Exception:
+                # A bug must not silence the task for good: log it, pause, carry on.
+                log.exception("task %s: sending failed", self.task_id)
+                await asyncio.sleep(self._retry_delay_s)
+        self.spool.remove()
+        self.done.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+    async def _send_output(self, session: Sender, sent: int) -> int:
+        """Send the items the next control event does not hold back; returns the last sent."""
+        while True:
+            # Looked up each time: a control event queued meanwhile holds back what follows.
+            head = self._controls[0] if self._controls else None
+            sent = max(sent, self.spool.persisted_seq)
+            limit = head.after_seq if head is not None else self.spool.last_seq
+            if sent >= limit:
+                return sent
+            if sent == self.spool.persisted_seq:
+                self._progress_at = time.monotonic()  # the ack clock starts now
+            item = self.spool.get(sent + 1)
+            await session.emit(item.event, item.payload, self._on_ack)
+            sent += 1
+
+    async def _send_control(self, session: Sender, control: _Control) -> bool:
+        """Send one control event and wait for its ack; True once it needs no more tries."""
+        response = await session.request(control.event, control.payload, self._ack_timeout_s)
+        error = response_error(response)
+        if error is None:
+            return True
+        code, message = error
+        if code in _RETRYABLE:
+            log.warning(
+                "task %s: %s refused (%s: %s), retrying", self.task_id, control.event, code, message
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.closed.wait(), self._retry_delay_s)
+            return False
+        log.error(
+            "task %s: the gateway refused %s (%s: %s)", self.task_id, control.event, code, message
+        )
+        return True
+
+    async def _idle(self, session: Sender, sent: int) -> None:
+        """Wait for news: new output, an ack, a lost connection, or a resend deadline."""
+        now = time.monotonic()
+        deadlines = []
+        if self._rewind_at is not None:
+            deadlines.append(self._rewind_at)
+        if sent > self.spool.persisted_seq:
+            deadlines.append(self._progress_at + self._ack_timeout_s)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(session.closed.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if (
+            sent > self.spool.persisted_seq
+            and time.monotonic() - self._progress_at >= self._ack_timeout_s
+            and self._rewind_at is None
+        ):
+            log.warning(
+                "task %s: no ack for output above seq %d in %g s, sending it again",
+                self.task_id,
+                self.spool.persisted_seq,
+                self._ack_timeout_s,
+            )
+            self._rewind_at = time.monotonic()
+
+    def _on_ack(self, response: Any) -> None:
+        """An output item's ack: `{persistedSeq}` moves the acknowledged mark forward."""
+        error = response_error(response)
+        if error is None:
+            data = response.get("data") if isinstance(response, dict) else None
+            persisted = data.get("persistedSeq") if isinstance(data, dict) else None
+            if isinstance(persisted, int) and self.spool.ack(persisted):
+                self._progress_at = time.monotonic()
+                self._wake.set()
+            return
+        code, message = error
+        if code in _UNWANTED:
+            # The gateway will never store this task's output (it is not ours any more, or
+            # it is gone): waiting for acks would hold the task's end back for ever.
+            if not self._unwanted_logged:
+                log.error(
+                    "task %s: the gateway refuses its output (%s: %s); dropping it",
+                    self.task_id,
+                    code,
+                    message,
+                )
+                self._unwanted_logged = True
+            self.spool.ack(self.spool.last_seq)
+            self._wake.set()
+            return
+        if self._rewind_at is None:
+            log.warning(
+                "task %s: output refused (%s: %s), sending it again shortly",
+                self.task_id,
+                code,
+                message,
+            )
+            self._rewind_at = time.monotonic() + self._retry_delay_s
+            self._wake.set()
