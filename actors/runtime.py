@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from actors import streams
 from actors.actor import Actor, ActorEnv, ActorFactory, ActorRef
 from actors.addresses import Address
 from actors.membership import Membership, rendezvous_owner
@@ -60,7 +61,9 @@ class ActorSystem:
         self, address: Address, type: str, body: dict[str, Any], sender: str = ""
     ) -> None:
         message = Message(to=str(address), type=type, body=body, sender=sender)
-        await self.redis.xadd(keys.mailbox(address.partition(self.partitions)), message.fields())
+        await streams.xadd(
+            self.redis, keys.mailbox(address.partition(self.partitions)), message.fields()
+        )
 
     async def ask(
         self, address: Address, type: str, body: dict[str, Any], *, timeout_s: float | None = None
@@ -72,7 +75,9 @@ class ActorSystem:
             to=message.to, type=type, body=body, sender="ask", id=message.id, reply_to=message.id
         )
         reply_key = keys.reply(message.id)
-        await self.redis.xadd(keys.mailbox(address.partition(self.partitions)), message.fields())
+        await streams.xadd(
+            self.redis, keys.mailbox(address.partition(self.partitions)), message.fields()
+        )
         try:
             # The client-side guard makes sure we never hang even if Redis stalls.
             raw = await asyncio.wait_for(
@@ -165,12 +170,11 @@ class ActorSystem:
                 await self._ensure_group(stream)
                 await self._drain_pending(partition, stream)
                 while partition in self._held:
-                    answer = await self.redis.xreadgroup(
-                        GROUP, self.node_id, {stream: ">"}, count=_BATCH, block=1000
+                    entries = await streams.xreadgroup(
+                        self.redis, stream, GROUP, self.node_id, _BATCH, block_ms=1000
                     )
-                    for _, entries in answer or []:
-                        for entry_id, fields in entries:
-                            await self._handle(partition, stream, entry_id, fields)
+                    for entry_id, fields in entries:
+                        await self._handle(partition, stream, entry_id, fields)
                     delay_s = 0.1
             except RedisError as exc:
                 log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
@@ -188,16 +192,15 @@ class ActorSystem:
         """Handle what a previous holder (or this node before a restart) left unacknowledged."""
         start = "0-0"
         while True:
-            answer = await self.redis.xautoclaim(
-                stream, GROUP, self.node_id, min_idle_time=0, start_id=start, count=_BATCH
+            start, entries = await streams.xautoclaim(
+                self.redis, stream, GROUP, self.node_id, start, _BATCH
             )
-            start, entries = answer[0], answer[1]
             for entry_id, fields in entries:
                 if fields:  # an entry deleted from the stream comes back empty
                     await self._handle(partition, stream, entry_id, fields)
                 else:
                     await self.redis.xack(stream, GROUP, entry_id)
-            if start in ("0-0", b"0-0"):
+            if start == "0-0":
                 return
 
     async def _handle(
@@ -208,7 +211,7 @@ class ActorSystem:
         address = Address.parse(message.to)
         factory = self.kinds.get(address.kind)
         fence = (keys.lease(partition), self._held.get(partition, ""))
-        ack = (stream, GROUP, _text(entry_id))
+        ack = (stream, GROUP, entry_id)
         state = await load_state(self.redis, address)
         turn = Turn(address=address, message=message, state=state)
         reply: dict[str, Any]

@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from actors import streams
 from actors.actor import ActorEnv
 from actors.addresses import Address
 from actors.messages import Message
@@ -49,7 +50,8 @@ async def commit_turn(
                 )
                 position += 1
             for event in turn.events:
-                pipe.xadd(
+                streams.queue_xadd(
+                    pipe,
                     keys.session_events(event.session_id),
                     {"event": event.event, "data": encode_field(event.data)},
                 )
@@ -64,7 +66,7 @@ async def commit_turn(
                 position += 1
             for message in turn.outgoing:
                 target = Address.parse(message.to).partition(partitions)
-                pipe.xadd(keys.mailbox(target), message.fields())
+                streams.queue_xadd(pipe, keys.mailbox(target), message.fields())
             _queue_reply(pipe, turn.message, reply)
             pipe.xack(*ack)
             results = await pipe.execute()

@@ -148,7 +148,7 @@ async def verify_agent_handshake(
     secret = await store.agent_secret(agent_id)
     if secret is None:
         raise AuthenticationFailed("unknown or revoked agent")
-    expected = agent_signature(secret, agent_id, timestamp, nonce)
+    expected = agent_signature(secret, agent_id, str(timestamp), nonce)
     if not hmac.compare_digest(expected, signature):
         raise AuthenticationFailed("bad signature")
     # Only a correctly signed nonce is recorded, so nobody can burn an agent's nonces.

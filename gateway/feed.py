@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from actors import streams
 from orchestra import keys
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ class SessionFeed:
             start = f"({last_event_id}" if last_event_id else "-"
             last = last_event_id
             while True:
-                page = await self.redis.xrange(keys.session_events(session_id), start, "+", _PAGE)
+                page = await streams.xrange(
+                    self.redis, keys.session_events(session_id), start, "+", _PAGE
+                )
                 for entry_id, fields in page:
-                    last = _text(entry_id)
+                    last = entry_id
                     await self._deliver(socket, last, fields)
                 if len(page) < _PAGE:
                     break
@@ -108,40 +111,33 @@ class SessionFeed:
         delay_s = 0.1
         while True:
             try:
-                answer = await self.redis.xread({stream: cursor}, count=_PAGE, block=5000)
+                entries = await streams.xread(self.redis, stream, cursor, _PAGE, block_ms=5000)
                 delay_s = 0.1
             except RedisError as exc:
                 log.warning("feed of session %s: %s; retrying in %.1f s", session_id, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
                 continue
-            if not answer:
+            if not entries:
                 continue
-            entries = answer[0][1]
             lock = self._locks.get(session_id)
             if lock is None:
                 return
             async with lock:
                 watchers = self._cursors.get(session_id, {})
-                for entry_id, fields in entries:
-                    event_id = _text(entry_id)
+                for event_id, fields in entries:
                     position = parse_id(event_id)
                     for socket, seen in list(watchers.items()):
                         if position > seen:
                             watchers[socket] = position
                             await self._deliver(socket, event_id, fields)
-                cursor = _text(entries[-1][0])
+                cursor = entries[-1][0]
 
-    async def _deliver(self, socket: str, event_id: str, fields: dict[Any, Any]) -> None:
-        event = _text(fields.get("event") or fields.get(b"event") or "")
-        raw = fields.get("data") or fields.get(b"data") or "{}"
-        data = json.loads(raw)
+    async def _deliver(self, socket: str, event_id: str, fields: dict[str, str]) -> None:
+        event = fields.get("event", "")
+        data = json.loads(fields.get("data") or "{}")
         data["eventId"] = event_id
         try:
             await self.send(socket, event, data)
         except Exception:
             log.exception("sending %s to %s failed", event, socket)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,12 +7,14 @@ outbox, and what is not acknowledged goes out again when the agent registers.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import socketio
 from redis.asyncio import Redis
 
+from actors import streams
 from orchestra import keys
 from orchestra.codec import envelope
 
@@ -41,14 +43,14 @@ class SocketOutlet:
 
     async def resend_commands(self, socket: str, agent_id: str, after_command_id: int) -> int:
         """Send `socket` every command of the agent's outbox after `after_command_id`."""
-        entries = await self.redis.xrange(
-            keys.agent_outbox(agent_id), f"(0-{after_command_id}", "+"
+        entries = await streams.xrange(
+            self.redis, keys.agent_outbox(agent_id), f"(0-{after_command_id}", "+"
         )
         for entry_id, fields in entries:
-            command_id = int(_text(entry_id).split("-")[1])
-            data = json_loads(fields)
+            command_id = int(entry_id.split("-")[1])
+            data = json.loads(fields.get("data") or "{}")
             await self.sio.emit(
-                _text(fields.get("event") or fields.get(b"event")),
+                fields.get("event", ""),
                 envelope({"commandId": command_id, **data}, "server"),
                 to=socket,
                 namespace=AGENT,
@@ -66,15 +68,3 @@ class SocketOutlet:
                 await self.redis.hset(keys.agent(agent_id), "ackedCommandId", command_id)
 
         return acknowledged
-
-
-def json_loads(fields: dict[Any, Any]) -> dict[str, Any]:
-    import json
-
-    raw = fields.get("data") or fields.get(b"data") or "{}"
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -9,7 +9,7 @@ from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from actors import session_address
+from actors import session_address, streams
 from gateway.feed import valid_id
 from gateway.rest.common import body, caller, node_of
 from orchestra import keys
@@ -111,8 +111,8 @@ async def session_events(request: Request, session_id: str) -> HTTPResponse:
         after = record.event_id
     if len(events) < limit:
         start = f"({after}" if after else "-"
-        for entry_id, fields in await node.redis.xrange(
-            keys.session_events(session_id), start, "+", limit - len(events)
+        for entry_id, fields in await streams.xrange(
+            node.redis, keys.session_events(session_id), start, "+", limit - len(events)
         ):
             data = jsonlib.loads(fields["data"])
             data["eventId"] = entry_id

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _LIFECYCLE = {"connect", "disconnect"}
 
 
-class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+class BaseNamespace(socketio.AsyncNamespace):
     """Routes events to `on_<event>` methods with `:` and `-` read as `_`."""
 
     #: the events this namespace answers (others get PARAM_001)
@@ -93,7 +93,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._accepts.pop(sid, None)
 
 
-class ConnectionRefused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
+class ConnectionRefused(socketio.exceptions.ConnectionRefusedError):
     """Raised in a connect handler: the client's `connect_error` data is `{code, message}`."""
 
     def __init__(self, exc: OrchestraError) -> None:

@@ -15,7 +15,7 @@ import socketio
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=True)
 
 
-class Server(socketio.AsyncServer):  # type: ignore[misc]
+class Server(socketio.AsyncServer):
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
