@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
@@ -31,11 +30,11 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
         app.blueprint(blueprint)
 
     @app.before_server_start
-    async def start_node(app: Sanic, _: Any) -> None:
+    async def start_node(app: Sanic) -> None:
         await node.start()
 
     @app.after_server_stop
-    async def stop_node(app: Sanic, _: Any) -> None:
+    async def stop_node(app: Sanic) -> None:
         await node.stop()
 
     @app.exception(Exception)

@@ -69,7 +69,7 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     node_id: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = "sqlite+aiosqlite:///.orchestra/orchestra.db"
+    database_url: str = ""  # default: SQLite in the data folder
     data_dir: Path = Path(".orchestra")
     jwt_secret: str = Field(default="", repr=False)
     access_token_ttl_s: int = Field(900, gt=0)
@@ -161,8 +161,11 @@ class Settings(BaseModel):
         return settings.with_defaults()
 
     def with_defaults(self) -> Settings:
-        """Fill what is derived: a node id, and a JWT secret for development only."""
+        """Fill what is derived: the SQLite file in the data folder, a node id, and a JWT
+        secret kept in the data folder (development profile only)."""
         changes: dict[str, Any] = {}
+        if not self.database_url:
+            changes["database_url"] = f"sqlite+aiosqlite:///{self.data_dir / 'orchestra.db'}"
         if not self.node_id:
             changes["node_id"] = f"node-{secrets.token_hex(4)}"
         if not self.jwt_secret:

@@ -42,9 +42,10 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         env = dict(os.environ)
         env.update(
             ORCHESTRA_REDIS_URL=redis.url,
-            ORCHESTRA_DATABASE_URL=f"sqlite+aiosqlite:///{data_dir / 'orchestra.db'}",
             ORCHESTRA_DATA_DIR=str(data_dir),
         )
+        database_url = f"sqlite+aiosqlite:///{data_dir / 'orchestra.db'}"
+        env.setdefault("ORCHESTRA_DATABASE_URL", database_url)
         password = await _ensure_admin(env, data_dir)
         url = f"http://{args.host}:{args.port}"
         children.append(
@@ -76,12 +77,10 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
             f"  admin:       {ADMIN} / {password}\n"
             f"{agent_line}\n"
             f"  data:        {data_dir}\n\n"
-            "Another agent, from a second terminal in this folder:\n"
-            f"  orchestra agent create laptop --data-dir {data_dir} "
-            f"--database-url sqlite+aiosqlite:///{data_dir / 'orchestra.db'} "
-            f"--secret-file {data_dir / 'laptop.secret'}\n"
+            "Another agent, from a second terminal:\n"
+            f"  orchestra agent create laptop --data-dir {data_dir} --secret-file laptop.secret\n"
             f"  orchestra agent --server {url} --agent-id <the id it printed> "
-            f"--secret-file {data_dir / 'laptop.secret'}\n\n"
+            "--secret-file laptop.secret\n\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
