@@ -20,6 +20,8 @@ from orchestra.db import Store
 from orchestra.errors import AgentNotAvailable, Forbidden, InvalidParameters, NotFound
 from orchestra.protocol import AgentView, WorkerStart
 
+_CACHE_LIMIT = 100_000
+
 
 class Operations:
     """The gateway's use cases, independent of the transport that asked for them."""
@@ -42,8 +44,14 @@ class Operations:
             raw = await self.redis.hget(keys.task_index(), task_id)
             if raw is None:
                 return None
-            sid = self._task_sessions[task_id] = _text(raw)
+            sid = _text(raw)
+            self._remember(task_id, sid)
         return sid
+
+    def _remember(self, task_id: str, session_id: str) -> None:
+        if len(self._task_sessions) >= _CACHE_LIMIT:
+            self._task_sessions.clear()  # cheap to rebuild: one HGET per task seen again
+        self._task_sessions[task_id] = session_id
 
     async def visible_agents(self, who: Principal) -> list[AgentView]:
         records = await self.store.list_agents(None if who.is_admin else who.user_id)
@@ -114,7 +122,7 @@ class Operations:
         claimed = await self.redis.hsetnx(keys.task_index(), task_id, sid)
         if not claimed and await self.session_of_task(task_id) != sid:
             raise InvalidParameters("taskId is already in use")
-        self._task_sessions[task_id] = sid
+        self._remember(task_id, sid)
         view = await self.system.ref(task_address(sid, task_id)).ask(
             "create",
             {

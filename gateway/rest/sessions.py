@@ -10,6 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from actors import session_address, streams
+from gateway.auth import Principal
 from gateway.feed import valid_id
 from gateway.rest.common import body, caller, node_of
 from orchestra import keys
@@ -62,13 +63,19 @@ async def get_session(request: Request, session_id: str) -> HTTPResponse:
     return json({"session": await node.ops.session_view(state)})
 
 
+async def _as_owner(request: Request, session_id: str) -> Principal:
+    """The caller, if they own the session (or are an admin)."""
+    who = caller(request)
+    state = await node_of(request).ops.session_for(who, session_id)
+    if not (who.is_admin or state["ownerId"] == who.user_id):
+        raise Forbidden("only the session's owner may do this")
+    return who
+
+
 @bp.post("/<session_id:str>/end")
 async def end_session(request: Request, session_id: str) -> HTTPResponse:
-    who = caller(request)
+    who = await _as_owner(request, session_id)
     node = node_of(request)
-    state = await node.ops.session_for(who, session_id)
-    if not (who.is_admin or state["ownerId"] == who.user_id):
-        raise Forbidden("only the session's owner may end it")
     await node.system.ref(session_address(session_id)).ask("end")
     return json(
         {"session": await node.ops.session_view(await node.ops.session_for(who, session_id))}
@@ -77,11 +84,8 @@ async def end_session(request: Request, session_id: str) -> HTTPResponse:
 
 @bp.post("/<session_id:str>/participants")
 async def add_participant(request: Request, session_id: str) -> HTTPResponse:
-    who = caller(request)
+    await _as_owner(request, session_id)
     node = node_of(request)
-    state = await node.ops.session_for(who, session_id)
-    if not (who.is_admin or state["ownerId"] == who.user_id):
-        raise Forbidden("only the session's owner may add participants")
     user_id = body(request, AddParticipant).user_id
     if await node.store.get_user(user_id) is None:
         raise InvalidParameters("unknown user")
