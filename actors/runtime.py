@@ -25,14 +25,16 @@ from actors.addresses import Address
 from actors.membership import Membership, rendezvous_owner
 from actors.messages import Message
 from actors.turn import CommitResult, Turn
-from actors.turn_commit import commit_turn, load_state, reply_only
+from actors.turn_commit import LeaseTouched, commit_turn, load_state, reply_only
 from orchestra import keys
+from orchestra.aio import cancel_and_wait
 from orchestra.errors import BY_CODE, ConnectionTimeout, OrchestraError
 
 log = logging.getLogger(__name__)
 
 GROUP = "actors"
 _BATCH = 100
+_COMMIT_ATTEMPTS = 5
 
 
 class ActorSystem:
@@ -103,9 +105,7 @@ class ActorSystem:
 
     async def stop(self) -> None:
         if self._leases_task is not None:
-            self._leases_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._leases_task
+            await cancel_and_wait(self._leases_task)
         for partition in list(self._loops):
             await self._stop_partition(partition)
         with contextlib.suppress(RedisError):
@@ -158,9 +158,7 @@ class ActorSystem:
     async def _stop_partition(self, partition: int) -> None:
         task = self._loops.pop(partition, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run_partition(self, partition: int) -> None:
         stream = keys.mailbox(partition)
@@ -175,6 +173,10 @@ class ActorSystem:
                     )
                     for entry_id, fields in entries:
                         await self._handle(partition, stream, entry_id, fields)
+                    if not entries:
+                        # Idle: pick up anything left pending here (a turn that could not
+                        # commit) before it waits for a restart.
+                        await self._drain_pending(partition, stream)
                     delay_s = 0.1
             except RedisError as exc:
                 log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
@@ -204,9 +206,22 @@ class ActorSystem:
                 return
 
     async def _handle(
-        self, partition: int, stream: str, entry_id: Any, raw: dict[Any, Any]
+        self, partition: int, stream: str, entry_id: str, fields: dict[str, str]
     ) -> None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        """Handle one mailbox entry: a turn, committed with its ack, tried again from the
+        start when the lease key moved under the commit (this node's renewal does that)."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            try:
+                await self._turn(partition, stream, entry_id, fields)
+                return
+            except LeaseTouched:
+                continue
+        # Still pending: the partition loop claims it again when it is next idle.
+        log.warning("partition %d: entry %s left pending after contention", partition, entry_id)
+
+    async def _turn(
+        self, partition: int, stream: str, entry_id: str, fields: dict[str, str]
+    ) -> None:
         message = Message.from_fields(fields)
         address = Address.parse(message.to)
         factory = self.kinds.get(address.kind)
@@ -263,7 +278,3 @@ class ActorSystem:
             log.exception(
                 "after-commit effects of %s on %s failed", turn.address, turn.message.type
             )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,6 +23,13 @@ from orchestra import keys
 REPLY_TTL_S = 60
 
 Fence = tuple[str, str]  # (lease key, holder value)
+
+
+class LeaseTouched(Exception):
+    """Raised when the watched lease key changed during a commit (this node's own renewal
+    does that too): nothing was written, and the turn may be tried again."""
+
+
 Ack = tuple[str, str, str]  # (stream, group, entry id)
 
 
@@ -71,7 +78,7 @@ async def commit_turn(
             pipe.xack(*ack)
             results = await pipe.execute()
         except WatchError:
-            return None
+            raise LeaseTouched from None
     ids = results[first_command : first_command + len(turn.commands)]
     return CommitResult(command_ids=[int(i) for i in ids])
 
@@ -91,7 +98,7 @@ async def reply_only(
             pipe.xack(*ack)
             await pipe.execute()
         except WatchError:
-            return
+            raise LeaseTouched from None
 
 
 def _queue_reply(pipe: Any, message: Message, reply: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import psutil
 from agent_client.commands import CommandLog
 from agent_client.connection import AgentConnection, Handler, LinkDown, Session, response_error
 from agent_client.tasks import TaskManager
+from orchestra.aio import cancel_and_wait
 from orchestra.codec import now_iso
 from orchestra.settings import Settings, SettingsError
 
@@ -82,8 +83,7 @@ class AgentDaemon:
             await self.tasks.shutdown(flush)
             connection.cancel()
             for task in (heartbeat, connection):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             await self.connection.close()
             self._remove_signal_handlers(installed)
             log.info("agent %s stopped", self.settings.agent_id)

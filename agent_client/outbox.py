@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from agent_client.connection import LinkDown, response_error
 from agent_client.spool import FinalEvents, Spool
+from orchestra.aio import cancel_and_wait
 
 __all__ = ["Link", "Sender", "TaskOutbox"]
 
@@ -146,9 +147,7 @@ class TaskOutbox:
     async def close(self) -> None:
         """Stop sending; what is unacknowledged stays in the spool for the next start."""
         if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+            await cancel_and_wait(self._pump)
         self.spool.close()
 
     # -- the pump ----------------------------------------------------------------------

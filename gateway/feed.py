@@ -11,7 +11,6 @@ whatever pub/sub would have dropped, and wherever the event was written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from redis.exceptions import RedisError
 
 from actors import streams
 from orchestra import keys
+from orchestra.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,7 @@ class SessionFeed:
         self._locks.pop(session_id, None)
         task = self._tailers.pop(session_id, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _tail(self, session_id: str, cursor: str) -> None:
         stream = keys.session_events(session_id)
