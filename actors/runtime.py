@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 GROUP = "actors"
 _BATCH = 100
 _COMMIT_ATTEMPTS = 5
+_TIMER_TICK_MS = 250  # how long a partition waits for mail before it looks at its timers
 
 
 class ActorSystem:
@@ -168,8 +170,9 @@ class ActorSystem:
                 await self._ensure_group(stream)
                 await self._drain_pending(partition, stream)
                 while partition in self._held:
+                    await self._fire_timers(partition)
                     entries = await streams.xreadgroup(
-                        self.redis, stream, GROUP, self.node_id, _BATCH, block_ms=1000
+                        self.redis, stream, GROUP, self.node_id, _BATCH, block_ms=_TIMER_TICK_MS
                     )
                     for entry_id, fields in entries:
                         await self._handle(partition, stream, entry_id, fields)
@@ -182,6 +185,13 @@ class ActorSystem:
                 log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
+
+    async def _fire_timers(self, partition: int) -> None:
+        """Move this partition's due timers into its mailbox (at most a tick late)."""
+        await self.env.scripts.timers_due(
+            keys=[keys.timers(partition), keys.mailbox(partition)],
+            args=[int(time.time() * 1000), _BATCH],
+        )
 
     async def _ensure_group(self, stream: str) -> None:
         try:

@@ -23,3 +23,4 @@ class Scripts:
         self.lease_acquire: AsyncScript = redis.register_script(_source("lease_acquire"))
         self.lease_renew: AsyncScript = redis.register_script(_source("lease_renew"))
         self.lease_release: AsyncScript = redis.register_script(_source("lease_release"))
+        self.timers_due: AsyncScript = redis.register_script(_source("timers_due"))

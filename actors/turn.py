@@ -66,6 +66,7 @@ class Turn:
     events: list[SessionEvent] = field(default_factory=list)
     commands: list[AgentCommand] = field(default_factory=list)
     outgoing: list[Message] = field(default_factory=list)
+    timers: list[tuple[float, Message]] = field(default_factory=list)
     state_keys_to_delete: list[str] = field(default_factory=list)
     after: list[AfterCommit] = field(default_factory=list)
 
@@ -90,6 +91,11 @@ class Turn:
         self.outgoing.append(
             Message(to=str(to), type=type, body=body or {}, sender=str(self.address))
         )
+
+    def schedule(self, delay_s: float, type: str, body: dict[str, Any] | None = None) -> None:
+        """Send this actor `type` after `delay_s`, even if this node dies meanwhile."""
+        message = Message(to=str(self.address), type=type, body=body or {}, sender="timer")
+        self.timers.append((delay_s, message))
 
     def after_commit(self, effect: AfterCommit) -> None:
         """Run `effect` once the turn has committed (socket emits to non-session rooms)."""

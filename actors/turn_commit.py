@@ -8,6 +8,7 @@ nothing, and the message stays pending for the partition's next holder.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -74,6 +75,10 @@ async def commit_turn(
             for message in turn.outgoing:
                 target = Address.parse(message.to).partition(partitions)
                 streams.queue_xadd(pipe, keys.mailbox(target), message.fields())
+            for delay_s, message in turn.timers:
+                partition = Address.parse(message.to).partition(partitions)
+                due_ms = int((time.time() + delay_s) * 1000)
+                pipe.zadd(keys.timers(partition), {json.dumps(message.fields()): due_ms})
             _queue_reply(pipe, turn.message, reply)
             pipe.xack(*ack)
             results = await pipe.execute()

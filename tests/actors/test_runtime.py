@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ class Counter(Actor):
         count = int(turn.state.get("count", 0)) + 1
         turn.set(count=count, seen=seen)
         return count
+
+    async def on_remind(self, turn: Turn) -> None:
+        turn.schedule(turn.message.body["delay_s"], "add", {"sender": "timer", "n": 1})
+        turn.set(remindedAt=time.time())
 
     async def on_fail(self, turn: Turn) -> None:
         turn.set(count=-1000)  # must not be committed: the handler raises
@@ -155,3 +160,15 @@ async def test_partitions_are_spread_over_live_nodes(make_system: Any) -> None:
 
 async def _count_is(system: ActorSystem, address: Address, expected: int) -> bool:
     return (await state(system, address)).get("count") == expected
+
+
+async def test_a_timer_fires_after_its_delay_even_when_its_node_is_gone(make_system: Any) -> None:
+    first = await make_system("n1")
+    address = Address("counter", "reminded")
+    await first.ref(address).ask("remind", {"delay_s": 1.0})
+    await first.stop()  # the node that set the timer is gone before it is due
+    second = await make_system("n2")
+    await wait_for(lambda: _count_is(second, address, 1), what="the timer to fire")
+    final = await state(second, address)
+    assert final["seen"] == {"timer": 1}
+    assert time.time() - final["remindedAt"] >= 1.0
