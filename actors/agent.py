@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.actor import Actor
+from actors.addresses import task_address
 from actors.turn import CommitResult, Turn
 from actors.views import agent_status, agent_view
 from orchestra import keys
@@ -53,6 +54,28 @@ class AgentActor(Actor):
         # A late close of an old socket must not take down the agent's newer connection.
         if turn.state.get("socketId") == turn.message.body.get("socketId"):
             self._move(turn, "offline")
+            if turn.state.get("running"):
+                turn.schedule(
+                    self.env.settings.agent_grace_period_s,
+                    "grace:expired",
+                    {"socketId": turn.message.body.get("socketId")},
+                )
+
+    async def on_grace_expired(self, turn: Turn) -> None:
+        """The agent did not come back in time: its tasks are lost (or queued again)."""
+        back = turn.state.get("status") == "online" or turn.state.get("socketId") != (
+            turn.message.body.get("socketId")
+        )
+        if back:
+            return
+        for task_id in turn.state.get("running") or []:
+            session_id = await self.env.redis.hget(keys.task_index(), task_id)
+            if session_id is not None:
+                turn.tell(
+                    task_address(_text(session_id), task_id),
+                    "agent:lost",
+                    {"agentId": turn.state["id"]},
+                )
 
     async def on_task_assigned(self, turn: Turn) -> None:
         running = list(turn.state.get("running") or [])
@@ -101,3 +124,7 @@ class AgentActor(Actor):
                 version=turn.state.get("version"),
                 capabilities=turn.state.get("capabilities"),
             )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -155,6 +155,15 @@ class TaskActor(Actor):
         )
         return {}
 
+    async def on_agent_lost(self, turn: Turn) -> None:
+        """The agent vanished past its grace period while this task was on it."""
+        if turn.state.get("status") not in ("assigned", "accepted", "running"):
+            return
+        if turn.state.get("agentId") != turn.message.body.get("agentId"):
+            return  # already moved to another agent
+        message = "the agent disconnected and did not come back within its grace period"
+        self._move(turn, "lost", message=message, error=message, finishedAt=now_iso())
+
     async def on_progress(self, turn: Turn) -> None:
         self._check_agent(turn)
         body = turn.message.body

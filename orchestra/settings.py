@@ -25,6 +25,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "development": {
         "heartbeat_interval_s": 10.0,
         "connection_timeout_s": 30.0,
+        "agent_grace_period_s": 30.0,
         "compression_threshold_bytes": 1024,
         "transports": ("websocket", "polling"),
         "allowed_origins": ("http://localhost:5173", "http://localhost:3000"),
@@ -39,6 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "production": {
         "heartbeat_interval_s": 30.0,
         "connection_timeout_s": 60.0,
+        "agent_grace_period_s": 60.0,
         "compression_threshold_bytes": 512,
         "transports": ("websocket",),
         "allowed_origins": (),
@@ -91,6 +93,8 @@ class Settings(BaseModel):
     # Agents (both sides use the heartbeat figures)
     heartbeat_interval_s: float = Field(10.0, gt=0)
     connection_timeout_s: float = Field(30.0, gt=0)
+    # How long a disconnected agent's tasks wait for it to come back before they are lost.
+    agent_grace_period_s: float = Field(30.0, gt=0)
     max_reconnect_attempts: int = 10
     reconnect_delay_s: float = Field(1.0, gt=0)
     reconnect_max_delay_s: float = Field(30.0, gt=0)
