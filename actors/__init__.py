@@ -7,14 +7,21 @@ the `Actor` base, and the addresses of the three actor kinds.
 from actors.actor import Actor, ActorEnv, ActorRef, Outlet
 from actors.addresses import Address, agent_address, session_address, task_address
 from actors.agent import AgentActor
+from actors.dispatcher import DISPATCHER, DispatcherActor
 from actors.runtime import ActorSystem
 from actors.scripts import Scripts
 from actors.session import SessionActor
 from actors.task import TaskActor
 
-KINDS = {"agent": AgentActor, "session": SessionActor, "task": TaskActor}
+KINDS = {
+    "agent": AgentActor,
+    "session": SessionActor,
+    "task": TaskActor,
+    "dispatcher": DispatcherActor,
+}
 
 __all__ = [
+    "DISPATCHER",
     "KINDS",
     "Actor",
     "ActorEnv",
@@ -22,6 +29,7 @@ __all__ = [
     "ActorSystem",
     "Address",
     "AgentActor",
+    "DispatcherActor",
     "Outlet",
     "Scripts",
     "SessionActor",

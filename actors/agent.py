@@ -10,6 +10,7 @@ from typing import Any
 
 from actors.actor import Actor
 from actors.addresses import task_address
+from actors.dispatcher import DISPATCHER
 from actors.turn import CommitResult, Turn
 from actors.views import agent_status, agent_view
 from orchestra import keys
@@ -36,6 +37,7 @@ class AgentActor(Actor):
             running=turn.state.get("running") or [],
         )
         self._move(turn, "online")
+        turn.tell(DISPATCHER, "kick")  # tasks may be waiting for this agent
         return {"assignedTasks": list(turn.state["running"])}
 
     async def on_heartbeat(self, turn: Turn) -> None:
@@ -89,6 +91,7 @@ class AgentActor(Actor):
             running.remove(turn.message.body["taskId"])
             turn.set(running=running)
             self._load_changed(turn)
+            turn.tell(DISPATCHER, "kick")  # a free slot
 
     def _move(self, turn: Turn, status: str) -> None:
         """The one place an agent goes online or offline."""

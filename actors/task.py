@@ -9,25 +9,35 @@ Every transition goes through `_move`, which also emits the session's `worker:st
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
 from actors.actor import Actor
 from actors.addresses import agent_address, session_address, split_task_id
+from actors.dispatcher import DISPATCHER
 from actors.turn import CommitResult, Turn
 from actors.views import task_view
+from orchestra import keys
 from orchestra.codec import now_iso, parse_timestamp
 from orchestra.errors import Forbidden, NotFound, TaskExecutionFailed
 
 TERMINAL = frozenset({"completed", "error", "cancelled", "lost"})
 
+# Retries after the agent is lost: none for interactive tools (a conversation cannot be
+# replayed elsewhere), one for commands. A task may be rejected this many times in all.
+RETRIES = {"custom": 1}
+MAX_REJECTIONS = 3
+
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"assigned", "cancelled", "error"}),
     "assigned": frozenset(
-        {"accepted", "running", "rejected", "completed", "error", "cancelled", "lost"}
+        {"accepted", "running", "rejected", "completed", "error", "cancelled", "lost", "queued"}
     ),
-    "accepted": frozenset({"running", "rejected", "completed", "error", "cancelled", "lost"}),
-    "running": frozenset({"completed", "error", "cancelled", "lost"}),
+    "accepted": frozenset(
+        {"running", "rejected", "completed", "error", "cancelled", "lost", "queued"}
+    ),
+    "running": frozenset({"completed", "error", "cancelled", "lost", "queued"}),
     "rejected": frozenset({"queued", "error"}),
 }
 
@@ -65,12 +75,31 @@ class TaskActor(Actor):
             attempts=0,
             lastSeq=0,
             status="queued",
+            requiredCapabilities=body.get("requiredCapabilities") or [],
+            strategy=body.get("strategy"),
+            ownerIsAdmin=bool(body.get("ownerIsAdmin")),
+            rejectedBy=[],
         )
         turn.tell(session_address(sid), "task:added", {"taskId": tid})
         self._emit_status(turn, None)
         if body.get("agentId"):
             self._assign(turn, body["agentId"])
+        else:
+            self._enqueue(turn)
         return task_view(turn.state).wire()
+
+    async def on_assign(self, turn: Turn) -> None:
+        """The dispatcher picked an agent for this waiting task."""
+        if turn.state.get("status") == "queued":
+            self._dequeue(turn)
+            self._assign(turn, turn.message.body["agentId"])
+
+    async def on_waiting(self, turn: Turn) -> None:
+        """No agent can take the task yet: tell watchers why, when the reason changes."""
+        reason = turn.message.body["reason"]
+        if turn.state.get("status") == "queued" and turn.state.get("waitingFor") != reason:
+            turn.set(waitingFor=reason)
+            self._emit_status(turn, reason)
 
     async def on_accepted(self, turn: Turn) -> None:
         self._check_agent(turn)
@@ -129,8 +158,16 @@ class TaskActor(Actor):
         if turn.state["status"] not in ("assigned", "accepted"):
             return
         reason = turn.message.body.get("reason") or "rejected by the agent"
-        self._move(turn, "rejected", message=reason)
-        self._move(turn, "error", message=reason, error=reason, finishedAt=now_iso())
+        rejected_by = [*(turn.state.get("rejectedBy") or []), turn.state["agentId"]]
+        self._move(turn, "rejected", message=reason, rejectedBy=rejected_by)
+        self._release_agent(turn)
+        if int(turn.state.get("attempts", 0)) < MAX_REJECTIONS:
+            # Another agent may take it: back to the queue, without the one that refused.
+            self._move(turn, "queued", message=f"rejected by an agent ({reason}); queued again")
+            self._enqueue(turn)
+        else:
+            message = f"rejected by {len(rejected_by)} agents; last reason: {reason}"
+            self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
 
     async def on_input(self, turn: Turn) -> dict[str, Any]:
         self._require_live(turn)
@@ -142,12 +179,15 @@ class TaskActor(Actor):
         return {"accepted": True}
 
     async def on_stop(self, turn: Turn) -> dict[str, Any]:
+        if not turn.exists:
+            raise NotFound("unknown task")
         if turn.state.get("status") in TERMINAL:
             return {}
-        self._require_live(turn)
         if turn.state["status"] == "queued":
+            self._dequeue(turn)
             self._move(turn, "cancelled", finishedAt=now_iso())
             return {}
+        self._require_live(turn)
         turn.command(
             turn.state["agentId"],
             "worker:stop",
@@ -162,6 +202,11 @@ class TaskActor(Actor):
         if turn.state.get("agentId") != turn.message.body.get("agentId"):
             return  # already moved to another agent
         message = "the agent disconnected and did not come back within its grace period"
+        if int(turn.state.get("attempts", 0)) < RETRIES.get(turn.state["tool"], 0) + 1:
+            self._release_agent(turn)
+            self._move(turn, "queued", message=message + "; queued again")
+            self._enqueue(turn)
+            return
         self._move(turn, "lost", message=message, error=message, finishedAt=now_iso())
 
     async def on_progress(self, turn: Turn) -> None:
@@ -229,9 +274,31 @@ class TaskActor(Actor):
         )
         turn.tell(agent_address(agent_id), "task:assigned", {"taskId": task["id"]})
 
+    def _enqueue(self, turn: Turn) -> None:
+        member, priority = self._queue_entry(turn)
+        score = time.time() * 1000
+        turn.write(lambda pipe: pipe.zadd(keys.dispatch_queue(priority), {member: score}))
+        turn.tell(DISPATCHER, "kick")
+
+    def _dequeue(self, turn: Turn) -> None:
+        member, priority = self._queue_entry(turn)
+        turn.write(lambda pipe: pipe.zrem(keys.dispatch_queue(priority), member))
+
+    def _queue_entry(self, turn: Turn) -> tuple[str, str]:
+        return f"{turn.state['sessionId']}/{turn.state['id']}", turn.state["priority"]
+
+    def _release_agent(self, turn: Turn) -> None:
+        """The task leaves its agent without ending (rejected, or queued again)."""
+        agent_id = turn.state.get("agentId")
+        if agent_id:
+            turn.tell(agent_address(agent_id), "task:finished", {"taskId": turn.state["id"]})
+        turn.set(agentId=None)
+
     def _move(self, turn: Turn, status: str, message: str | None = None, **fields: Any) -> None:
         """The one place a task changes lifecycle state."""
         previous = turn.state.get("status")
+        if previous is not None and status not in TRANSITIONS.get(previous, frozenset()):
+            raise ValueError(f"task {turn.state.get('id')}: no transition {previous} -> {status}")
         turn.set(status=status, **fields)
         self._emit_status(turn, message, previous)
         if status in TERMINAL and previous not in TERMINAL and turn.state.get("agentId"):

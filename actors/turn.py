@@ -18,6 +18,7 @@ from actors.addresses import Address
 from actors.messages import Message
 
 AfterCommit = Callable[["CommitResult"], Awaitable[None]]
+Write = Callable[[Any], None]  # queues one more command on the commit's transaction
 
 
 def encode_field(value: Any) -> str:
@@ -67,6 +68,7 @@ class Turn:
     commands: list[AgentCommand] = field(default_factory=list)
     outgoing: list[Message] = field(default_factory=list)
     timers: list[tuple[float, Message]] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
     state_keys_to_delete: list[str] = field(default_factory=list)
     after: list[AfterCommit] = field(default_factory=list)
 
@@ -96,6 +98,11 @@ class Turn:
         """Send this actor `type` after `delay_s`, even if this node dies meanwhile."""
         message = Message(to=str(self.address), type=type, body=body or {}, sender="timer")
         self.timers.append((delay_s, message))
+
+    def write(self, op: Write) -> None:
+        """Add a Redis write to the turn's commit (a queue of the dispatcher, say): `op`
+        gets the transaction and queues its command on it."""
+        self.writes.append(op)
 
     def after_commit(self, effect: AfterCommit) -> None:
         """Run `effect` once the turn has committed (socket emits to non-session rooms)."""

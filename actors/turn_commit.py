@@ -75,6 +75,8 @@ async def commit_turn(
             for message in turn.outgoing:
                 target = Address.parse(message.to).partition(partitions)
                 streams.queue_xadd(pipe, keys.mailbox(target), message.fields())
+            for op in turn.writes:
+                op(pipe)
             for delay_s, message in turn.timers:
                 partition = Address.parse(message.to).partition(partitions)
                 due_ms = int((time.time() + delay_s) * 1000)

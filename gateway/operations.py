@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors import ActorSystem, session_address, task_address
+from actors.dispatch import strategy
 from actors.turn import decode_state
 from actors.views import agent_status, agent_view, session_view
 from gateway.auth import Principal
@@ -106,11 +107,10 @@ class Operations:
     async def start_worker(self, who: Principal, request: WorkerStart) -> dict[str, Any]:
         if request.tool == "custom" and not request.command:
             raise InvalidParameters("the custom tool needs a command")
+        strategy(request.strategy)  # an unknown strategy is a PARAM_001 now, not later
         agent_id = request.agent_id
         if agent_id is not None:
             await self._require_available(who, agent_id)
-        else:
-            agent_id = await self._pick_agent(who, request)
         if request.session_id is not None:
             session = await self.session_for(who, request.session_id)
             if session["status"] == "ended":
@@ -132,6 +132,9 @@ class Operations:
                 "priority": request.priority,
                 "agentId": agent_id,
                 "parameters": _parameters(request),
+                "requiredCapabilities": request.required_capabilities,
+                "strategy": request.strategy,
+                "ownerIsAdmin": who.is_admin,
             },
         )
         return {
@@ -163,23 +166,6 @@ class Operations:
         status = agent_status(state) if state else "offline"
         if status != "online":
             raise AgentNotAvailable(f"agent is {status}", {"agentId": agent_id})
-
-    async def _pick_agent(self, who: Principal, request: WorkerStart) -> str:
-        """The least loaded online agent of `who` that offers the tool and capabilities."""
-        needed = {request.tool, *request.required_capabilities}
-        best: tuple[float, str] | None = None
-        for record in await self.store.list_agents(None if who.is_admin else who.user_id):
-            state = await self.state(keys.agent(record.id))
-            if not state or agent_status(state) != "online" or record.revoked:
-                continue
-            if not needed <= set(state.get("capabilities") or []):
-                continue
-            load = len(state.get("running") or []) / int(state.get("maxConcurrency") or 1)
-            if best is None or load < best[0]:
-                best = (load, record.id)
-        if best is None:
-            raise AgentNotAvailable("no online agent offers " + ", ".join(sorted(needed)))
-        return best[1]
 
 
 def _parameters(request: WorkerStart) -> dict[str, Any]:

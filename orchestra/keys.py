@@ -84,6 +84,7 @@ def nonce(agent_id: str, nonce_value: str) -> str:
 
 
 def dispatch_queue(priority: str) -> str:
+    """Sorted set of waiting tasks (`<sid>/<tid>`) of one priority, scored by arrival."""
     return f"{PREFIX}:queue:{priority}"
 
 

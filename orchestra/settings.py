@@ -86,6 +86,7 @@ class Settings(BaseModel):
     partitions: int = Field(16, gt=0, le=4096)
     ask_timeout_s: float = Field(10.0, gt=0)
     lease_ttl_s: float = Field(6.0, gt=0)
+    dispatch_strategy: str = "least-connections"
     session_stream_maxlen: int = Field(100_000, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"

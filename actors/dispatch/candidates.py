@@ -22,7 +22,9 @@ __all__ = ["AgentSnapshot", "TaskNeeds", "eligible", "why_not"]
 class AgentSnapshot:
     """What the dispatcher knows of one agent at one moment.
 
-    `running` is the number of tasks the agent runs now (its load); `cpu` and `memory`
+    `status` is online, busy or offline as `actors.views.agent_status` derives it;
+    `capabilities` include the agent's tools (`claude`, `custom`, ...), as agents register
+    them; `running` is the number of tasks the agent runs now (its load); `cpu` and `memory`
     are percentages from its last heartbeat; `connected_order` is a stable order among
     agents (the millisecond of `connectedAt`), used by round-robin and to break ties so
     that the same inputs always give the same choice.
@@ -111,7 +113,7 @@ def eligible(
             agent
             for agent in agents
             if agent.status != "offline"
-            and needs.all <= agent.capabilities
+            and _offers(agent, needs)
             and _fresh(agent, max_heartbeat_age_s)
             and not agent.is_full
         ),
@@ -136,7 +138,7 @@ def why_not(
             return f"no agent is online ({_count(offline, 'agent')} offline)"
         return "no agent is online"
 
-    fit = [agent for agent in online if needs.all <= agent.capabilities]
+    fit = [agent for agent in online if _offers(agent, needs)]
     if not fit:
         return _missing(online, everyone, needs)
 
@@ -164,12 +166,18 @@ def why_not(
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def _offers(agent: AgentSnapshot, needs: TaskNeeds) -> bool:
+    return needs.all <= agent.capabilities
+
+
 def _fresh(agent: AgentSnapshot, max_age_s: float) -> bool:
     age = agent.last_heartbeat_age_s
     return age is None or age <= max_age_s
 
 
-def _missing(online: Sequence[AgentSnapshot], everyone: Sequence[AgentSnapshot], needs: TaskNeeds) -> str:
+def _missing(
+    online: Sequence[AgentSnapshot], everyone: Sequence[AgentSnapshot], needs: TaskNeeds
+) -> str:
     """Why no online agent offers what the task needs: name what nobody offers at all, or,
     when each thing is offered by someone, say that nobody offers them together."""
     offered = frozenset().union(*(agent.capabilities for agent in online))
@@ -184,9 +192,11 @@ def _missing(online: Sequence[AgentSnapshot], everyone: Sequence[AgentSnapshot],
         sentence = "no online agent offers " + " or ".join(parts)
     else:
         others = sorted(needs.required_capabilities - {needs.tool})
-        sentence = f"no online agent offers tool {needs.tool!r} together with {_capabilities(others)}"
+        sentence = (
+            f"no online agent offers tool {needs.tool!r} together with {_capabilities(others)}"
+        )
     # Point at offline agents that would fit: starting one of them is the likely fix.
-    asleep = sum(1 for agent in everyone if agent.status == "offline" and needs.all <= agent.capabilities)
+    asleep = sum(agent.status == "offline" and _offers(agent, needs) for agent in everyone)
     if asleep:
         sentence += f" ({_count(asleep, 'offline agent')} {'does' if asleep == 1 else 'do'})"
     return sentence

@@ -71,9 +71,9 @@ class RoundRobin:
 class LeastConnections:
     """The agent running the fewest tasks.
 
-    Ties go to the agent with the most room relative to its size (lower running/max, so of
-    two idle agents... both 0; of two agents running 2, the one with 8 slots beats the one
-    with 4), then to the earlier connected one.
+    Ties go to the agent with the most room relative to its size (lower running/max: of two
+    agents running 2 tasks, the one with 8 slots beats the one with 4), then to the earlier
+    connected one.
     """
 
     name = "least-connections"

@@ -1,4 +1,5 @@
-"""An agent that dies and stays away: its running task ends as `lost`, and watchers see it."""
+"""An agent that dies and stays away: its running command is queued again (a custom task
+gets one retry) and watchers are told why; the agent's slot is free again."""
 
 from __future__ import annotations
 
@@ -40,12 +41,17 @@ async def test_a_task_is_lost_when_its_agent_does_not_come_back(
 
         agent.kill()  # the daemon dies without a word
         await wait_for(lambda: _is(agent_status(), "offline"), what="the agent offline")
-        lost = await client.wait_for_event("worker:status", lambda d: d["status"] == "lost")
-        assert lost["taskId"] == started["taskId"]
-        assert "grace period" in lost["message"]
-        task = (await client.ok("user:sync", {}))["sessions"][0]["tasks"][0]
-        assert task["status"] == "lost"
+        requeued = await client.wait_for_event(
+            "worker:status",
+            lambda d: d["status"] == "queued" and "grace period" in (d.get("message") or ""),
+        )
+        assert requeued["taskId"] == started["taskId"]
         assert (await client.ok("agents:list", {}))["agents"][0]["load"]["running"] == 0
+
+        task = (await client.ok("user:sync", {}))["sessions"][0]["tasks"][0]
+        assert task["status"] == "queued"
+        assert task["agentId"] is None
+        assert task["attempts"] == 1
     finally:
         await client.close()
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import Running
-from tests.support.processes import wait_for
 from tests.support.web import WebClient
 
 WORKER = Path(__file__).with_name("echo_worker.py")
@@ -212,6 +211,5 @@ async def test_stop_ends_a_running_worker(running: Running, tmp_path: Path) -> N
             if n == "worker:status"
         ]
         assert statuses[-1] == "cancelled"
-        await wait_for(lambda: True)
     finally:
         await client.close()
