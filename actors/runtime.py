@@ -182,6 +182,9 @@ class ActorSystem:
                         await self._drain_pending(partition, stream)
                     delay_s = 0.1
             except RedisError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # redis-py turned our cancellation into a connection error
                 log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)

@@ -14,6 +14,7 @@ import jwt
 from redis.asyncio import Redis
 
 from orchestra import keys
+from orchestra.codec import format_timestamp
 from orchestra.db import Store
 from orchestra.errors import AuthenticationFailed
 from orchestra.settings import Settings
@@ -110,7 +111,7 @@ def user_view(user: Any) -> dict[str, Any]:
         "id": user.id,
         "username": user.username,
         "isAdmin": bool(user.is_admin),
-        "createdAt": user.created_at.isoformat() if user.created_at else None,
+        "createdAt": format_timestamp(user.created_at) if user.created_at else None,
     }
 
 

@@ -22,6 +22,7 @@ from orchestra.errors import AgentNotAvailable, Forbidden, InvalidParameters, No
 from orchestra.protocol import AgentView, WorkerStart
 
 _CACHE_LIMIT = 100_000
+_NOT_YOURS = "not yours, or no such thing"
 
 
 class Operations:
@@ -72,9 +73,12 @@ class Operations:
         """The session's state, if `who` may see it (AUTH_002 otherwise, TASK_002 if unknown)."""
         state = await self.state(keys.session(session_id))
         if not state:
-            raise NotFound("unknown session")
+            # Only an admin learns that an id does not exist (PROTOCOL.md §7).
+            if who.is_admin:
+                raise NotFound("unknown session")
+            raise Forbidden(_NOT_YOURS)
         if not (who.is_admin or who.user_id in (state.get("participants") or [])):
-            raise Forbidden("this session belongs to someone else")
+            raise Forbidden(_NOT_YOURS)
         return state
 
     async def session_view(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +88,9 @@ class Operations:
     async def task_for(self, who: Principal, task_id: str) -> dict[str, Any]:
         sid = await self.session_of_task(task_id)
         if sid is None:
-            raise NotFound("unknown task")
+            if who.is_admin:
+                raise NotFound("unknown task")
+            raise Forbidden(_NOT_YOURS)
         await self.session_for(who, sid)
         state = await self.state(keys.task(sid, task_id))
         if not state:

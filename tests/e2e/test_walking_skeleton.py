@@ -135,8 +135,9 @@ async def test_bad_requests_get_their_codes_and_the_connection_stays_usable(
         )
         assert unknown_agent["error"]["code"] == "AGENT_001"
 
+        # Not an admin: an unknown id answers like someone else's (PROTOCOL.md §7).
         unknown_session = await client.call("session:join", {"sessionId": "nope"})
-        assert unknown_session["error"]["code"] == "TASK_002"
+        assert unknown_session["error"]["code"] == "AUTH_002"
 
         too_big = await client.call(
             "worker:start",
