@@ -31,8 +31,8 @@ class Running:
 
 @pytest_asyncio.fixture
 async def running(deployment: Deployment) -> AsyncIterator[Running]:
-    deployment.create_user("alice", PASSWORD, admin=False)
-    agent_id, secret_file = deployment.create_agent("box", owner="alice")
+    await deployment.create_user("alice", PASSWORD, admin=False)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
     gateway = await deployment.start_gateway("gw1")
     agent = deployment.start_agent(agent_id, secret_file, gateway.url)
     token = await login(gateway.url, "alice", PASSWORD)

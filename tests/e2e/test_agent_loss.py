@@ -14,8 +14,8 @@ async def test_a_task_is_lost_when_its_agent_does_not_come_back(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     deployment.extra_env["ORCHESTRA_AGENT_GRACE_PERIOD_S"] = "2"
-    deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = deployment.create_agent("box", owner="alice")
+    await deployment.create_user("alice", PASSWORD)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
     gateway = await deployment.start_gateway("gw1")
     agent = deployment.start_agent(agent_id, secret_file, gateway.url)
     client = WebClient()

@@ -12,8 +12,8 @@ from tests.support.web import WebClient, login
 async def test_a_queued_task_runs_as_soon_as_an_agent_appears(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = deployment.create_agent("box", owner="alice")
+    await deployment.create_user("alice", PASSWORD)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
     gateway = await deployment.start_gateway("gw1")
     client = WebClient()
     await client.connect(gateway.url, await login(gateway.url, "alice", PASSWORD))

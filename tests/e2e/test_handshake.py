@@ -170,7 +170,7 @@ class Gate:
 
 @pytest_asyncio.fixture
 async def gate(deployment: Deployment) -> AsyncIterator[Gate]:
-    deployment.create_user("alice", PASSWORD)
+    await deployment.create_user("alice", PASSWORD)
     gateway = await deployment.start_gateway("gw1")
     status, login = await rest(
         "POST", gateway.url + "/api/auth/login", {"username": "alice", "password": PASSWORD}

@@ -16,8 +16,8 @@ from tests.support.web import WebClient, login
 async def test_a_worker_on_one_node_is_driven_and_watched_from_another(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = deployment.create_agent("box", owner="alice")
+    await deployment.create_user("alice", PASSWORD)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
     nodes = [await deployment.start_gateway(f"gw{i}") for i in (1, 2, 3)]
     deployment.start_agent(agent_id, secret_file, nodes[0].url)  # the agent talks to gw1
 

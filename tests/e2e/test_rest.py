@@ -237,7 +237,7 @@ def _with_header(url: str, name: str, value: str) -> Answer:
 
 async def test_agents_secret_is_shown_once_and_only_to_its_owner(running: Running) -> None:
     url, token = running.gateway.url, running.token
-    running.deployment.create_user("bob", "bob's password")
+    await running.deployment.create_user("bob", "bob's password")
     bob = (await log_in(url, "bob", "bob's password"))["accessToken"]
 
     created = await api("POST", url + "/api/agents", {"name": "laptop"}, token)
@@ -335,7 +335,7 @@ async def test_rotating_a_secret(running: Running) -> None:
 
 async def test_sessions(running: Running) -> None:
     url, token = running.gateway.url, running.token
-    running.deployment.create_user("bob", "bob's password")
+    await running.deployment.create_user("bob", "bob's password")
     bob = (await log_in(url, "bob", "bob's password"))["accessToken"]
     alice_id = (await ok("GET", url + "/api/auth/me", token=token))["user"]["id"]
 
@@ -387,7 +387,7 @@ async def test_sessions(running: Running) -> None:
 
 async def test_unknown_ids_are_not_found_for_an_admin(running: Running) -> None:
     url = running.gateway.url
-    running.deployment.create_user("root", "root's password", admin=True)
+    await running.deployment.create_user("root", "root's password", admin=True)
     root = (await log_in(url, "root", "root's password"))["accessToken"]
     for method, path in [
         ("GET", "/api/sessions/no-such-session"),
@@ -412,7 +412,7 @@ async def test_an_unknown_id_looks_like_someone_elses_to_a_user(running: Running
     exists": for an id that does not exist a user gets exactly what they get for someone
     else's (as /api/agents already does)."""
     url, token = running.gateway.url, running.token
-    running.deployment.create_user("root", "root's password", admin=True)
+    await running.deployment.create_user("root", "root's password", admin=True)
     root = (await log_in(url, "root", "root's password"))["accessToken"]
     theirs = (await ok("POST", url + "/api/sessions", {"title": "root's"}, root))["session"]["id"]
     roots_agent = (await ok("POST", url + "/api/agents", {"name": "root's"}, root))["agentId"]
@@ -432,7 +432,7 @@ async def test_an_unknown_id_looks_like_someone_elses_to_a_user(running: Running
 
 async def test_participants(running: Running) -> None:
     url, token = running.gateway.url, running.token
-    running.deployment.create_user("bob", "bob's password")
+    await running.deployment.create_user("bob", "bob's password")
     bob_login = await log_in(url, "bob", "bob's password")
     bob, bob_id = bob_login["accessToken"], bob_login["user"]["id"]
     sid = (await ok("POST", url + "/api/sessions", {"title": "pairing"}, token))["session"]["id"]
@@ -549,7 +549,7 @@ async def test_a_task_over_rest_and_its_history(running: Running, tmp_path: Path
 
 async def test_cancelling_a_task(running: Running, tmp_path: Path) -> None:
     url, token = running.gateway.url, running.token
-    running.deployment.create_user("bob", "bob's password")
+    await running.deployment.create_user("bob", "bob's password")
     bob = (await log_in(url, "bob", "bob's password"))["accessToken"]
     started = await ok(
         "POST",

@@ -102,6 +102,14 @@ async def test_up_runs_everything_and_a_second_agent_can_join(tmp_path: Path) ->
             await asyncio.to_thread(laptop.wait, 30)
         await client.close()
 
+        # And a user made with the command line can log in.
+        subprocess.run(
+            [sys.executable, "-m", "orchestra", "user", "create", "carol",
+             "--password", "carol's password"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert await login(url, "carol", "carol's password")
+
         ours = children_using(tmp_path)
         assert any("redis-server" in " ".join(p.cmdline()) for p in ours), "a private Redis runs"
     finally:

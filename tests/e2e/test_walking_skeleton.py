@@ -162,7 +162,7 @@ async def test_bad_requests_get_their_codes_and_the_connection_stays_usable(
 async def test_a_user_cannot_see_or_drive_another_users_session(
     running: Running, tmp_path: Path
 ) -> None:
-    running.deployment.create_user("mallory", "mallory's password")
+    await running.deployment.create_user("mallory", "mallory's password")
     from tests.support.web import login
 
     mallory_token = await login(running.gateway.url, "mallory", "mallory's password")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestra.db import Store
 from orchestra.redis_server import free_port
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -120,22 +121,20 @@ class Deployment:
             raise AssertionError(f"orchestra {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
 
-    def create_user(self, name: str, password: str, *, admin: bool = False) -> None:
-        self.orchestra(
-            "user", "create", name, "--password", password, *(["--admin"] if admin else [])
-        )
+    async def create_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        """Straight into the SQL store: quicker than a command (test_up runs the command)."""
+        async with Store(self.database_url) as store:
+            await store.create_user(name, password, is_admin=admin)
 
-    def create_agent(self, name: str, owner: str) -> tuple[str, Path]:
-        secret_file = self.root / f"{name}.secret"
-        out = self.orchestra(
-            "agent", "create", name, "--owner", owner, "--secret-file", str(secret_file)
-        )
-        agent_id = next(
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.startswith("agent id:")
-        )
-        return agent_id, secret_file
+    async def create_agent(self, name: str, owner: str) -> tuple[str, Path]:
+        """Register an agent for `owner`; its id and a file holding its secret."""
+        async with Store(self.database_url) as store:
+            user = await store.get_user_by_name(owner)
+            assert user is not None, f"no user {owner}"
+            agent, secret = await store.create_agent(name, user.id, ["custom"])
+        secret_file = self.root / f"{name}-{agent.id[:8]}.secret"
+        secret_file.write_text(secret + "\n")
+        return agent.id, secret_file
 
     def _spawn(self, name: str, args: list[str], cls: type[Process] = Process, **extra: Any) -> Any:
         log_path = self.root / f"{name}.log"
