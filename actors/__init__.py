@@ -8,6 +8,7 @@ from actors.actor import Actor, ActorEnv, ActorRef, Outlet
 from actors.addresses import Address, agent_address, session_address, task_address
 from actors.agent import AgentActor
 from actors.dispatcher import DISPATCHER, DispatcherActor
+from actors.probe import ProbeActor
 from actors.runtime import ActorSystem
 from actors.scripts import Scripts
 from actors.session import SessionActor
@@ -18,6 +19,7 @@ KINDS = {
     "session": SessionActor,
     "task": TaskActor,
     "dispatcher": DispatcherActor,
+    "probe": ProbeActor,
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "AgentActor",
     "DispatcherActor",
     "Outlet",
+    "ProbeActor",
     "Scripts",
     "SessionActor",
     "TaskActor",

@@ -9,10 +9,12 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from actors import Address
 from gateway.rest.common import node_of
 from orchestra.codec import now_iso
 
 bp = Blueprint("health")
+PROBE = Address("probe", "health")
 
 
 @bp.get("/health")
@@ -21,6 +23,10 @@ async def health(request: Request) -> HTTPResponse:
     checks = {
         "redis": await _check(node.redis.ping()),
         "database": await _check(node.store.ping()),
+        # A round trip through a mailbox: some node holds that partition and handles it.
+        "actors": await _check(
+            node.system.ask(PROBE, "ping", {}, timeout_s=min(node.settings.ask_timeout_s, 5.0))
+        ),
     }
     healthy = all(c["status"] == "pass" for c in checks.values())
     return json(
