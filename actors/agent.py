@@ -12,6 +12,7 @@ from actors.actor import Actor
 from actors.addresses import task_address
 from actors.dispatcher import DISPATCHER
 from actors.turn import CommitResult, Turn
+from actors.values import text
 from actors.views import agent_status, agent_view
 from orchestra import keys
 from orchestra.codec import now_iso
@@ -74,7 +75,7 @@ class AgentActor(Actor):
             session_id = await self.env.redis.hget(keys.task_index(), task_id)
             if session_id is not None:
                 turn.tell(
-                    task_address(_text(session_id), task_id),
+                    task_address(text(session_id), task_id),
                     "agent:lost",
                     {"agentId": turn.state["id"]},
                 )
@@ -127,7 +128,3 @@ class AgentActor(Actor):
                 version=turn.state.get("version"),
                 capabilities=turn.state.get("capabilities"),
             )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -19,7 +19,8 @@ from typing import Any
 from actors.actor import Actor
 from actors.addresses import Address, task_address
 from actors.dispatch import AgentSnapshot, TaskNeeds, eligible, strategy, why_not
-from actors.turn import Turn, decode_state
+from actors.turn import Turn
+from actors.values import read_state, text
 from orchestra import keys
 
 DISPATCHER = Address("dispatcher", "default")
@@ -50,10 +51,10 @@ class DispatcherActor(Actor):
         waiting = 0
         for priority in PRIORITIES:
             for member in await redis.zrange(keys.dispatch_queue(priority), 0, _SCAN - 1):
-                sid, _, tid = _text(member).partition("/")
-                task = decode_state(_strings(await redis.hgetall(keys.task(sid, tid))))
+                sid, _, tid = text(member).partition("/")
+                task = await read_state(redis, keys.task(sid, tid))
                 if task.get("status") != "queued":
-                    turn.write(_dequeue(priority, _text(member)))
+                    turn.write(_dequeue(priority, text(member)))
                     continue
                 allowed = [
                     a.snapshot
@@ -87,7 +88,7 @@ class DispatcherActor(Actor):
         redis = self.env.redis
         found: dict[str, _Agent] = {}
         for agent_id in await redis.smembers(keys.agents_online()):
-            state = decode_state(_strings(await redis.hgetall(keys.agent(_text(agent_id)))))
+            state = await read_state(redis, keys.agent(text(agent_id)))
             if state.get("id"):
                 found[state["id"]] = _Agent(
                     AgentSnapshot.from_state(state, now),
@@ -109,7 +110,7 @@ class DispatcherActor(Actor):
             if agent is None or tid in agent.running or now - float(at) > _PENDING_S:
                 continue
             status = await self.env.redis.hget(keys.task(sid, tid), "status")
-            if status is None or _text(status) not in ('"queued"', '"assigned"'):
+            if status is None or text(status) not in ('"queued"', '"assigned"'):
                 continue
             pending[member] = [agent_id, at]
             agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
@@ -118,11 +119,3 @@ class DispatcherActor(Actor):
 
 def _dequeue(priority: str, member: str) -> Any:
     return lambda pipe: pipe.zrem(keys.dispatch_queue(priority), member)
-
-
-def _strings(raw: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -11,23 +11,21 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from actors.values import strings, text
+
 Entry = tuple[str, dict[str, str]]
 
 
 def _entries(raw: Any) -> list[Entry]:
-    return [(_text(entry_id), _fields(fields)) for entry_id, fields in raw or []]
+    return [(text(entry_id), _fields(fields)) for entry_id, fields in raw or []]
 
 
 def _fields(raw: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in (raw or {}).items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return strings(raw or {})
 
 
 async def xadd(redis: Redis, stream: str, fields: dict[str, str]) -> str:
-    return _text(await redis.xadd(stream, dict(fields)))  # type: ignore[arg-type]
+    return text(await redis.xadd(stream, dict(fields)))  # type: ignore[arg-type]
 
 
 def queue_xadd(pipe: Pipeline, stream: str, fields: dict[str, str]) -> None:
@@ -64,4 +62,4 @@ async def xautoclaim(
     answer: Any = await redis.xautoclaim(
         stream, group, consumer, min_idle_time=0, start_id=start, count=count
     )
-    return _text(answer[0]), _entries(answer[1])
+    return text(answer[0]), _entries(answer[1])

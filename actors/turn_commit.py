@@ -18,7 +18,8 @@ from actors import streams
 from actors.actor import ActorEnv
 from actors.addresses import Address
 from actors.messages import Message
-from actors.turn import CommitResult, Turn, decode_state, encode_field
+from actors.turn import CommitResult, Turn, encode_field
+from actors.values import read_state, text
 from orchestra import keys
 
 REPLY_TTL_S = 60
@@ -35,8 +36,7 @@ Ack = tuple[str, str, str]  # (stream, group, entry id)
 
 
 async def load_state(redis: Redis, address: Address) -> dict[str, Any]:
-    raw = await redis.hgetall(address.state_key())
-    return decode_state({_text(k): _text(v) for k, v in raw.items()})
+    return await read_state(redis, address.state_key())
 
 
 async def commit_turn(
@@ -47,7 +47,7 @@ async def commit_turn(
     async with env.redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(lease_key)
-            if _text(await pipe.get(lease_key) or b"") != holder:
+            if text(await pipe.get(lease_key) or b"") != holder:
                 return None
             pipe.multi()
             position = 0
@@ -98,7 +98,7 @@ async def reply_only(
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(lease_key)
-            if _text(await pipe.get(lease_key) or b"") != holder:
+            if text(await pipe.get(lease_key) or b"") != holder:
                 return
             pipe.multi()
             _queue_reply(pipe, message, reply)
@@ -113,7 +113,3 @@ def _queue_reply(pipe: Any, message: Message, reply: dict[str, Any]) -> None:
         key = keys.reply(message.reply_to)
         pipe.lpush(key, json.dumps(reply, separators=(",", ":"), default=str))
         pipe.expire(key, REPLY_TTL_S)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from actors import ActorSystem, session_address, task_address
 from actors.dispatch import strategy
-from actors.turn import decode_state
+from actors.values import read_state, text
 from actors.views import agent_status, agent_view, session_view
 from gateway.auth import Principal
 from orchestra import keys
@@ -37,8 +37,7 @@ class Operations:
     # -- reads -------------------------------------------------------------------------
 
     async def state(self, key: str) -> dict[str, Any]:
-        raw = await self.redis.hgetall(key)
-        return decode_state({_text(k): _text(v) for k, v in raw.items()})
+        return await read_state(self.redis, key)
 
     async def session_of_task(self, task_id: str) -> str | None:
         sid = self._task_sessions.get(task_id)
@@ -46,7 +45,7 @@ class Operations:
             raw = await self.redis.hget(keys.task_index(), task_id)
             if raw is None:
                 return None
-            sid = _text(raw)
+            sid = text(raw)
             self._remember(task_id, sid)
         return sid
 
@@ -182,7 +181,3 @@ def _parameters(request: WorkerStart) -> dict[str, Any]:
         "command": request.command,
     }
     return {k: v for k, v in params.items() if v is not None}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,26 @@
+"""Redis replies as Python values: `str` for keys and fields, decoded JSON for actor state.
+
+An actor's state hash keeps each field as JSON; `read_state` is the one reader of it, for
+the runtime, the dispatcher and the gateway's read models alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from actors.turn import decode_state
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def strings(raw: dict[Any, Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def read_state(redis: Redis, key: str) -> dict[str, Any]:
+    """An actor's state hash, each field decoded (empty when the actor has no state)."""
+    return decode_state(strings(await redis.hgetall(key)))
