@@ -11,6 +11,7 @@ from sanic.response import HTTPResponse
 from gateway.node import Node
 from gateway.responses import http_error
 from gateway.rest import BLUEPRINTS
+from gateway.rest.common import caller
 from orchestra.errors import InvalidParameters, NotFound, OrchestraError, ResourceExhausted
 from orchestra.settings import Settings
 
@@ -36,6 +37,17 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     @app.after_server_stop
     async def stop_node(app: Sanic) -> None:
         await node.stop()
+
+    @app.on_request
+    async def limit_rate(request: Request) -> None:
+        """Each user's REST calls count against their rate limit (by address before login)."""
+        if not request.path.startswith("/api/"):
+            return
+        try:
+            who = f"user:{caller(request).user_id}"
+        except OrchestraError:
+            who = f"ip:{request.remote_addr or request.ip}"
+        await node.rate_limiter.check(who)
 
     @app.exception(Exception)
     async def answer_error(request: Request, exc: Exception) -> HTTPResponse:

@@ -21,6 +21,7 @@ from gateway.auth import Tokens, verify_agent_handshake
 from gateway.feed import SessionFeed
 from gateway.operations import Operations
 from gateway.outlet import AGENT, WEB, SocketOutlet
+from gateway.rate_limit import RateLimiter
 from gateway.sockets.agent import AgentNamespace
 from gateway.sockets.server import Server
 from gateway.sockets.web import WebNamespace
@@ -49,6 +50,7 @@ class Node:
         self.scripts = Scripts(self.redis)
         self.store = Store(settings.database_url)
         self.tokens = Tokens(settings, self.store)
+        self.rate_limiter = RateLimiter(self.redis, settings)
         # Engine.IO's own limit sits above ours, so that an oversized event reaches the
         # namespace and gets RES_001 instead of a dropped connection.
         transport_limit = settings.max_payload_bytes * 4 + 64 * 1024

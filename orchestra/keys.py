@@ -91,3 +91,8 @@ def dispatch_queue(priority: str) -> str:
 def socketio_channel() -> str:
     """Pub/sub channel of python-socketio's Redis manager."""
     return f"{PREFIX}:socketio"
+
+
+def rate_limit(who: str, window: int) -> str:
+    """Request counter of one user (or address) in one rate-limit window (expires)."""
+    return f"{PREFIX}:rate:{who}:{window}"

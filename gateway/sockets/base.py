@@ -50,6 +50,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         try:
             if event not in self.events:
                 raise InvalidParameters(f"unknown event {str(event)[:64]!r} on {self.namespace}")
+            await self.before_request(sid, event)
             payload = self._decode(raw)
             handler = getattr(self, "on_" + event.replace(":", "_").replace("-", "_"))
             data = await handler(sid, payload)
@@ -58,6 +59,9 @@ class BaseNamespace(socketio.AsyncNamespace):
             await self._refused(sid, event, response)
             return response
         return ok(request_id, data)
+
+    async def before_request(self, sid: str, event: str) -> None:
+        """A hook run before every request's handler (rate limits, say)."""
 
     def _decode(self, raw: Any) -> dict[str, Any]:
         payload = decompress(raw, self.settings.max_payload_bytes)

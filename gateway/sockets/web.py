@@ -70,6 +70,10 @@ class WebNamespace(BaseNamespace):
             raise error
         return principal
 
+    async def before_request(self, sid: str, event: str) -> None:
+        who = await self.who(sid)
+        await self.node.rate_limiter.check(f"user:{who.user_id}")
+
     # -- requests ----------------------------------------------------------------------
 
     async def on_agents_list(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:

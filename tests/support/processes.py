@@ -103,6 +103,8 @@ class Deployment:
             ORCHESTRA_JWT_SECRET="test-jwt-secret-" + "x" * 32,
             ORCHESTRA_LOG_LEVEL="INFO",
             ORCHESTRA_HEARTBEAT_INTERVAL_S="2",
+            # Tests poll quickly; the rate limit has its own test with its own figure.
+            ORCHESTRA_RATE_LIMIT_REQUESTS="1000000",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
