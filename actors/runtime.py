@@ -27,6 +27,7 @@ from actors.membership import Membership, rendezvous_owner
 from actors.messages import Message
 from actors.turn import CommitResult, Turn
 from actors.turn_commit import LeaseTouched, commit_turn, load_state, reply_only
+from actors.values import text
 from orchestra import keys
 from orchestra.aio import cancel_and_wait
 from orchestra.errors import BY_CODE, ConnectionTimeout, OrchestraError
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 GROUP = "actors"
 _BATCH = 100
 _COMMIT_ATTEMPTS = 5
-_TIMER_TICK_MS = 250  # how long a partition waits for mail before it looks at its timers
+_TIMER_TICK_MS = 250  # how long an idle partition waits for mail before it looks at its timers
+_NOT_OURS, _NEW, _IDLE = 0, 1, 2  # the answers of mailbox_read.lua
 
 
 class ActorSystem:
@@ -163,24 +165,36 @@ class ActorSystem:
             await cancel_and_wait(task)
 
     async def _run_partition(self, partition: int) -> None:
+        """Handle the partition's mail in order while the lease is ours.
+
+        Pending entries (left by a previous holder, or by a turn of ours that could not
+        commit) always go before new ones, and new ones are only taken under the lease,
+        so mail is handled in the order it was sent whoever holds the partition.
+        """
         stream = keys.mailbox(partition)
         delay_s = 0.1
         while partition in self._held:
             try:
                 await self._ensure_group(stream)
-                await self._drain_pending(partition, stream)
+                if not await self._drain_pending(partition, stream):
+                    continue
                 while partition in self._held:
                     await self._fire_timers(partition)
-                    entries = await streams.xreadgroup(
-                        self.redis, stream, GROUP, self.node_id, _BATCH, block_ms=_TIMER_TICK_MS
-                    )
-                    for entry_id, fields in entries:
-                        await self._handle(partition, stream, entry_id, fields)
-                    if not entries:
-                        # Idle: pick up anything left pending here (a turn that could not
-                        # commit) before it waits for a restart.
-                        await self._drain_pending(partition, stream)
-                    delay_s = 0.1
+                    kind, payload = await self._read_new(partition, stream)
+                    if kind == _NOT_OURS:
+                        self._lost(partition)
+                        return
+                    if kind == _IDLE:
+                        # Wait for mail after the last entry (or for the next timer tick).
+                        await self.redis.xread({stream: payload}, block=_TIMER_TICK_MS)
+                        continue
+                    for entry_id, fields in payload:
+                        if not await self._handle(partition, stream, entry_id, fields):
+                            break  # left pending: drain again, in order, before new mail
+                    else:
+                        continue
+                    break
+                delay_s = 0.1
             except RedisError as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -188,6 +202,29 @@ class ActorSystem:
                 log.warning("partition %d: %s; retrying in %.1f s", partition, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
+
+    async def _read_new(self, partition: int, stream: str) -> tuple[int, Any]:
+        answer = await self.env.scripts.mailbox_read(
+            keys=[keys.lease(partition), stream],
+            args=[self._held.get(partition, ""), GROUP, self.node_id, _BATCH],
+        )
+        kind = int(answer[0])
+        if kind == _NEW:
+            entries = [
+                (
+                    text(entry_id),
+                    {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)},
+                )
+                for entry_id, flat in answer[1]
+            ]
+            return kind, entries
+        return kind, (text(answer[1]) if kind == _IDLE else None)
+
+    def _lost(self, partition: int) -> None:
+        """The lease went to another node: stop here; the lease round may take it back."""
+        log.warning("partition %d: lease lost, stopping its mailbox", partition)
+        self._held.pop(partition, None)
+        self._loops.pop(partition, None)
 
     async def _fire_timers(self, partition: int) -> None:
         """Move this partition's due timers into its mailbox (at most a tick late)."""
@@ -203,38 +240,39 @@ class ActorSystem:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _drain_pending(self, partition: int, stream: str) -> None:
-        """Handle what a previous holder (or this node before a restart) left unacknowledged."""
+    async def _drain_pending(self, partition: int, stream: str) -> bool:
+        """Handle what a previous holder (or a turn of ours) left unacknowledged, in order.
+        False when an entry could still not be handled (it stays first in line)."""
         start = "0-0"
         while True:
             start, entries = await streams.xautoclaim(
                 self.redis, stream, GROUP, self.node_id, start, _BATCH
             )
             for entry_id, fields in entries:
-                if fields:  # an entry deleted from the stream comes back empty
-                    await self._handle(partition, stream, entry_id, fields)
-                else:
+                if not fields:  # an entry deleted from the stream comes back empty
                     await self.redis.xack(stream, GROUP, entry_id)
+                elif not await self._handle(partition, stream, entry_id, fields):
+                    return False
             if start == "0-0":
-                return
+                return True
 
     async def _handle(
         self, partition: int, stream: str, entry_id: str, fields: dict[str, str]
-    ) -> None:
+    ) -> bool:
         """Handle one mailbox entry: a turn, committed with its ack, tried again from the
-        start when the lease key moved under the commit (this node's renewal does that)."""
+        start when the lease key moved under the commit (this node's renewal does that).
+        False when it is still pending (the lease is gone, or contention went on)."""
         for _ in range(_COMMIT_ATTEMPTS):
             try:
-                await self._turn(partition, stream, entry_id, fields)
-                return
+                return await self._turn(partition, stream, entry_id, fields)
             except LeaseTouched:
                 continue
-        # Still pending: the partition loop claims it again when it is next idle.
         log.warning("partition %d: entry %s left pending after contention", partition, entry_id)
+        return False
 
     async def _turn(
         self, partition: int, stream: str, entry_id: str, fields: dict[str, str]
-    ) -> None:
+    ) -> bool:
         message = Message.from_fields(fields)
         address = Address.parse(message.to)
         factory = self.kinds.get(address.kind)
@@ -250,8 +288,7 @@ class ActorSystem:
             reply = {"ok": await actor.on_receive(turn)}
         except OrchestraError as exc:
             reply = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-            await reply_only(self.redis, message, reply, fence, ack)
-            return
+            return await reply_only(self.redis, message, reply, fence, ack)
         except Exception:
             log.exception("actor %s failed on %s (message %s)", address, message.type, message.id)
             error = {
@@ -259,12 +296,12 @@ class ActorSystem:
                 "message": "internal error",
                 "details": {"traceId": message.id},
             }
-            await reply_only(self.redis, message, {"error": error}, fence, ack)
-            return
+            return await reply_only(self.redis, message, {"error": error}, fence, ack)
         result = await commit_turn(self.env, turn, reply, fence, ack, self.partitions)
         if result is None:
-            return  # the lease was lost: the new holder handles the message again
+            return False  # the lease was lost: the new holder handles the message again
         await self._after_commit(actor, turn, result)
+        return True
 
     async def _after_commit(self, actor: Actor, turn: Turn, result: CommitResult) -> None:
         """Push the turn's agent commands to their sockets, then the actor's own effects.

@@ -45,15 +45,6 @@ async def xread(redis: Redis, stream: str, after: str, count: int, block_ms: int
     return _entries(answer[0][1]) if answer else []
 
 
-async def xreadgroup(
-    redis: Redis, stream: str, group: str, consumer: str, count: int, block_ms: int
-) -> list[Entry]:
-    answer: Any = await redis.xreadgroup(
-        group, consumer, {stream: ">"}, count=count, block=block_ms
-    )
-    return _entries(answer[0][1]) if answer else []
-
-
 async def xautoclaim(
     redis: Redis, stream: str, group: str, consumer: str, start: str, count: int
 ) -> tuple[str, list[Entry]]:

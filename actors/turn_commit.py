@@ -92,18 +92,19 @@ async def commit_turn(
 
 async def reply_only(
     redis: Redis, message: Message, reply: dict[str, Any], fence: Fence, ack: Ack
-) -> None:
+) -> bool:
     """Answer a message whose handler failed: no state change, but the message is done."""
     lease_key, holder = fence
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(lease_key)
             if text(await pipe.get(lease_key) or b"") != holder:
-                return
+                return False
             pipe.multi()
             _queue_reply(pipe, message, reply)
             pipe.xack(*ack)
             await pipe.execute()
+            return True
         except WatchError:
             raise LeaseTouched from None
 
