@@ -1,0 +1,81 @@
+"""An agent cut off from its gateway for longer than a heartbeat, while its worker keeps
+printing: after it reconnects the watcher has every line once, and the spool is empty."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+from tests.support.processes import Deployment, wait_for
+from tests.support.web import WebClient, login
+
+LINES = 60
+PRINTER = f"""
+import sys, time
+for n in range(1, {LINES} + 1):
+    print(f"line {{n}}", flush=True)
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+
+
+async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    await deployment.create_user("alice", PASSWORD)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
+    gateway = await deployment.start_gateway("gw1")
+    agent = deployment.start_agent(agent_id, secret_file, gateway.url)
+    watcher = WebClient()
+    await watcher.connect(gateway.url, await login(gateway.url, "alice", PASSWORD))
+
+    async def online(client: WebClient) -> bool:
+        agents = (await client.ok("agents:list", {}))["agents"]
+        return bool(agents) and agents[0]["status"] == "online"
+
+    await wait_for(lambda: online(watcher), what="the agent online")
+    started = await watcher.ok(
+        "worker:start",
+        {"agentId": agent_id, "tool": "custom", "command": [sys.executable, "-c", PRINTER],
+         "workingDirectory": str(tmp_path)},
+    )  # fmt: skip
+    await watcher.ok("session:join", {"sessionId": started["sessionId"]})
+    await watcher.wait_for_event("task:stream", lambda d: d["data"] == "line 3")
+    await watcher.close()
+    seen = watcher.session_events(started["sessionId"])
+    last_seen = seen[-1][1]["eventId"]
+
+    # The gateway goes away for longer than a heartbeat (2 s here); the worker prints on.
+    gateway.kill()
+    spool = deployment.root / "agents" / agent_id / "spool"
+    await wait_for(
+        lambda: any(p.stat().st_size > 0 for p in spool.glob("*.jsonl")),
+        what="output to pile up in the agent's spool",
+    )
+    gateway = await deployment.start_gateway("gw1", port=gateway.port)
+
+    again = WebClient()
+    await again.connect(gateway.url, await login(gateway.url, "alice", PASSWORD))
+    try:
+        await again.ok(
+            "session:join", {"sessionId": started["sessionId"], "lastEventId": last_seen}
+        )
+        await again.wait_for_event("task:result", timeout_s=90)
+        lines = [d for n, d in seen if n == "task:stream"]
+        lines += [d for n, d in again.session_events(started["sessionId"]) if n == "task:stream"]
+        assert [d["data"] for d in lines] == [f"line {n}" for n in range(1, LINES + 1)]
+        assert [d["seq"] for d in lines] == list(range(1, LINES + 1))
+        await wait_for(
+            lambda: all(p.stat().st_size == 0 for p in spool.glob("*.jsonl")),
+            what="the agent's spool to be empty",
+        )
+        assert agent.alive()
+    finally:
+        await again.close()
