@@ -1,0 +1,89 @@
+"""How long a web client takes to resume a session that missed many events.
+
+    python -m benchmarks.resume [--events 10000] [--runs 5]
+
+A session's stream holds `--events` output events (written as the gateway writes them);
+a client joins with the first eventId and the benchmark times the join until its ack,
+which comes after every missed event has been sent to it, and until the client has
+received them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from actors import streams
+from orchestra import keys
+from orchestra.redis_server import RedisServer
+from tests.support.processes import Deployment, http, wait_for
+from tests.support.web import WebClient, login
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="orchestra-resume-"))
+    async with RedisServer(data_dir=root / "redis", appendonly=False) as redis:
+        deployment = Deployment(root, redis.url, f"sqlite+aiosqlite:///{root / 'o.db'}")
+        try:
+            await deployment.create_user("bench", "bench-password")
+            gateway = await deployment.start_gateway("resume")
+            token = await login(gateway.url, "bench", "bench-password")
+            status, body = await asyncio.to_thread(
+                http, "POST", gateway.url + "/api/sessions", {"title": "resume"}, token
+            )
+            assert status == 201, body
+            sid = body["session"]["id"]
+            client = Redis.from_url(redis.url, decode_responses=True)
+            pipe = client.pipeline(transaction=False)
+            for n in range(1, args.events + 1):
+                data = {"sessionId": sid, "taskId": "t", "agentId": "a", "seq": n,
+                        "type": "stdout", "data": f"line {n} " + "x" * 60}  # fmt: skip
+                pipe.xadd(
+                    keys.session_events(sid), {"event": "task:stream", "data": json.dumps(data)}
+                )
+            await pipe.execute()
+            first = (await streams.xrange(client, keys.session_events(sid), count=1))[0][0]
+            acks, totals = [], []
+            for _ in range(args.runs):
+                reader = WebClient()
+                await reader.connect(gateway.url, token)
+                started = time.perf_counter()
+                await reader.ok("session:join", {"sessionId": sid, "lastEventId": first})
+                acked = time.perf_counter()
+                await wait_for(
+                    partial(_received_all, reader, args.events - 1),
+                    interval_s=0.001,
+                    what="every missed event",
+                )
+                done = time.perf_counter()
+                acks.append((acked - started) * 1000)
+                totals.append((done - started) * 1000)
+                await reader.close()
+            print(
+                f"resume with {args.events - 1:,} missed events: join acked after "
+                f"{statistics.median(acks):.0f} ms, all received after "
+                f"{statistics.median(totals):.0f} ms (median of {args.runs})"
+            )
+            await client.aclose()
+        finally:
+            deployment.stop_all()
+
+
+def _received_all(reader: WebClient, expected: int) -> bool:
+    return len(reader.events) >= expected
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
