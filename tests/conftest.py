@@ -41,9 +41,18 @@ async def fresh_postgres_url(pg_server: PostgresServer) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """End-to-end tests run on SQLite and on PostgreSQL, except where the SQL backend
+    plays no part (marked `sqlite_only`)."""
+    if "database_url" in metafunc.fixturenames:
+        only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        backends = ["sqlite"] if only_sqlite else ["sqlite", "postgres"]
+        metafunc.parametrize("database_url", backends, indirect=True)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh SQL store, SQLite or PostgreSQL: end-to-end tests run on both."""
+    """A fresh SQL store, SQLite or PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
     return str(request.getfixturevalue("fresh_postgres_url"))

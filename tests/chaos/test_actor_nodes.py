@@ -23,10 +23,8 @@ SEND_SECONDS = 15.0  # the senders spread their messages over this long
 KILL_EVERY_S = (2.0, 4.0)
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The actor runtime lives in Redis: one SQL backend is enough here."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def test_every_message_is_handled_once_in_order_while_nodes_are_killed(

@@ -4,7 +4,6 @@ find it again by themselves, and no acknowledged output is lost."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,13 @@ from orchestra.client import Client
 from orchestra.redis_server import RedisServer
 from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, wait_for
+from tests.support.workers import printer
 
 LINES = 60
-PRINTER = f"""
-import time
-for n in range(1, {LINES} + 1):
-    print(f"line {{n}}", flush=True)
-    time.sleep(0.1)
-"""
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def test_a_run_completes_across_a_redis_restart(
@@ -52,7 +45,7 @@ async def test_a_run_completes_across_a_redis_restart(
 
         await wait_for(online, what="the agent online")
         started = await client.start(
-            tool="custom", agent_id=agent_id, command=[sys.executable, "-c", PRINTER],
+            tool="custom", agent_id=agent_id, command=printer(LINES),
             working_directory=str(tmp_path),
         )  # fmt: skip
         await client.join(started["sessionId"])

@@ -17,10 +17,8 @@ from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, Gateway, http, wait_for
 from tests.support.web import WebClient, login
 
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def holder_of(nodes: list[Gateway], partition: int) -> Gateway | None:

@@ -3,7 +3,6 @@ printing: after it reconnects the watcher has every line once, and the spool is 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,19 +10,13 @@ import pytest
 from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, wait_for
 from tests.support.web import WebClient, login
+from tests.support.workers import printer
 
 LINES = 60
-PRINTER = f"""
-import sys, time
-for n in range(1, {LINES} + 1):
-    print(f"line {{n}}", flush=True)
-    time.sleep(0.1)
-"""
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
@@ -43,7 +36,7 @@ async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
     await wait_for(lambda: online(watcher), what="the agent online")
     started = await watcher.ok(
         "worker:start",
-        {"agentId": agent_id, "tool": "custom", "command": [sys.executable, "-c", PRINTER],
+        {"agentId": agent_id, "tool": "custom", "command": printer(LINES),
          "workingDirectory": str(tmp_path)},
     )  # fmt: skip
     await watcher.ok("session:join", {"sessionId": started["sessionId"]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,13 @@ import pytest
 from orchestra.client import Client
 from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, wait_for
+from tests.support.workers import printer
 
 LINES = 50
-PRINTER = f"""
-import time
-for n in range(1, {LINES} + 1):
-    print(f"line {{n}}", flush=True)
-    time.sleep(0.1)
-"""
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def test_the_client_resumes_by_itself_after_the_gateway_restarts(
@@ -50,7 +43,7 @@ async def test_the_client_resumes_by_itself_after_the_gateway_restarts(
 
         await wait_for(online, what="the agent online")
         started = await client.start(
-            tool="custom", agent_id=agent_id, command=[sys.executable, "-c", PRINTER],
+            tool="custom", agent_id=agent_id, command=printer(LINES),
             working_directory=str(tmp_path),
         )  # fmt: skip
         await client.join(started["sessionId"])

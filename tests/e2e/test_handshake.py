@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -142,10 +141,8 @@ def user_token(secret: str, user_id: str, **claims: Any) -> str:
 # -- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """Handshakes do not depend on the SQL backend (tests/db covers both): SQLite only."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 @dataclass

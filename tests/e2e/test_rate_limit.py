@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -11,10 +10,8 @@ from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, http, wait_for
 from tests.support.web import WebClient, login
 
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'orchestra.db'}"
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
 
 
 async def test_a_user_over_the_limit_gets_rate_001_and_others_do_not(
