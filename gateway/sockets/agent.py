@@ -19,7 +19,6 @@ from orchestra.errors import Forbidden, NotFound, OrchestraError
 from orchestra.protocol import (
     AgentHeartbeat,
     AgentRegister,
-    Payload,
     TaskAccepted,
     TaskProgress,
     TaskRejected,
@@ -202,6 +201,3 @@ class AgentNamespace(BaseNamespace):
 def _timestamp(payload: dict[str, Any]) -> str:
     value = payload.get("timestamp")
     return value if isinstance(value, str) and len(value) <= 64 else now_iso()
-
-
-__all__ = ["AgentNamespace", "Payload"]

@@ -7,25 +7,8 @@ from typing import Any
 
 import socketio
 
+from orchestra.client import OTHER_EVENTS, SESSION_EVENTS
 from tests.support.processes import http, wait_for
-
-SESSION_EVENTS = (
-    "worker:output",
-    "task:stream",
-    "worker:status",
-    "task:result",
-    "task:accepted",
-    "task:progress",
-    "session:updated",
-    "worker:permission",
-)
-OTHER_EVENTS = (
-    "session:resync",
-    "error",
-    "agents:updated",
-    "agent:connected",
-    "agent:disconnected",
-)
 
 
 async def login(url: str, username: str, password: str) -> str:
@@ -41,7 +24,7 @@ class WebClient:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.connect_error: Any = None
-        for name in SESSION_EVENTS + OTHER_EVENTS:
+        for name in SESSION_EVENTS | OTHER_EVENTS:
             self.sio.on(name, self._recorder(name), namespace="/web")
         self.sio.on("connect_error", self._on_connect_error, namespace="/web")
 
