@@ -1,7 +1,8 @@
 """Requests per user per window (the original design's 100 a minute), shared by all nodes.
 
-A fixed window counted in Redis: one INCR (and an EXPIRE for the window's first request)
-per request. Applied to users' socket requests and REST calls; agents' output is not
+A fixed window counted in Redis: one INCR and one EXPIRE per request, in one transaction.
+(Not EXPIRE NX: the embedded Redis of `orchestra up` is 6.2, which lacks it; a key is
+one window's, so renewing its expiry only keeps it a second past the window's end.) Applied to users' socket requests and REST calls; agents' output is not
 limited here, since a worker's stream is not a user's request.
 """
 
@@ -28,7 +29,7 @@ class RateLimiter:
         key = keys.rate_limit(who, window)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
-            pipe.expire(key, int(self.window_s) + 1, nx=True)
+            pipe.expire(key, int(self.window_s) + 1)
             count, _ = await pipe.execute()
         if int(count) > self.limit:
             retry_s = self.window_s - (time.time() % self.window_s)
