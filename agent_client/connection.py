@@ -270,7 +270,8 @@ class AgentConnection:
     async def run(self) -> None:
         """Connect, register, stay connected, and start over, for ever (until cancelled)."""
         backoff = Backoff(self._settings.reconnect_delay_s, self._settings.reconnect_max_delay_s)
-        url = self._settings.server_url
+        urls = self._settings.server_urls
+        url = random.choice(urls)
         while True:
             self._epoch += 1
             box: list[Session] = []
@@ -290,7 +291,10 @@ class AgentConnection:
                 session.closed.set()
                 await _discard(client)
             delay = backoff.next()
-            log.info("reconnecting in %.1f s", delay)
+            # With several gateways, the next attempt goes to another one: the one just
+            # lost may be down for good.
+            url = random.choice([u for u in urls if u != url] or [url])
+            log.info("reconnecting to %s in %.1f s", url, delay)
             await asyncio.sleep(delay)
 
     async def _attempt(self, client: Any, session: Session, url: str, backoff: Backoff) -> None:

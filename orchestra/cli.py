@@ -215,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
 
     agent = commands.add_parser("agent", help="run the agent daemon (or: agent create NAME)")
     _common(agent)
-    agent.add_argument("--server", help="the gateway's URL")
+    agent.add_argument(
+        "--server", help="the gateway's URL, or several comma-separated to move between"
+    )
     agent.add_argument("--agent-id")
     agent.add_argument("--secret-file", type=Path)
     agent.add_argument("--name")

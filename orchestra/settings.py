@@ -103,7 +103,8 @@ class Settings(BaseModel):
     flush_interval_ms: int = Field(100, ge=0)
     message_queue_size: int = Field(1000, gt=0)
 
-    # Agent daemon
+    # Agent daemon. `server_url` may list several gateways, comma-separated: the agent
+    # connects to one and moves to another when it loses it.
     server_url: str = "http://127.0.0.1:8080"
     agent_id: str = ""
     agent_secret: str = Field(default="", repr=False)
@@ -178,6 +179,12 @@ class Settings(BaseModel):
                 raise SettingsError("ORCHESTRA_JWT_SECRET must be set in the production profile")
             changes["jwt_secret"] = _dev_jwt_secret(self.data_dir)
         return self.model_copy(update=changes) if changes else self
+
+    @property
+    def server_urls(self) -> tuple[str, ...]:
+        """The gateways an agent may connect to, from `server_url`."""
+        urls = tuple(u.strip().rstrip("/") for u in self.server_url.split(",") if u.strip())
+        return urls or ("http://127.0.0.1:8080",)
 
     def read_agent_secret(self) -> str:
         """The agent's HMAC secret, from the environment or from its secret file."""
