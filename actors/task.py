@@ -28,6 +28,9 @@ TERMINAL = frozenset({"completed", "error", "cancelled", "lost"})
 # replayed elsewhere), one for commands. A task may be rejected this many times in all.
 RETRIES = {"custom": 1}
 MAX_REJECTIONS = 3
+# Request ids of the latest inputs, to drop a retried request: far more than a client
+# could have in flight across one reconnect.
+INPUT_IDS_KEPT = 256
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"assigned", "cancelled", "error"}),
@@ -171,6 +174,14 @@ class TaskActor(Actor):
 
     async def on_input(self, turn: Turn) -> dict[str, Any]:
         self._require_live(turn)
+        # A client that lost its gateway before the ack sends the same request again (same
+        # envelope id), maybe to another node: the worker must get the text once.
+        request_id = turn.message.body.get("requestId")
+        recent = list(turn.state.get("inputIds") or [])
+        if request_id and request_id in recent:
+            return {"accepted": True}
+        if request_id:
+            turn.set(inputIds=[*recent, request_id][-INPUT_IDS_KEPT:])
         turn.command(
             turn.state["agentId"],
             "worker:input",

@@ -129,7 +129,7 @@ class WebNamespace(BaseNamespace):
         who = await self.who(sid)
         request = WorkerInput.parse(payload)
         result: dict[str, Any] = await self.node.ops.task_command(
-            who, request.task_id, "input", {"input": request.input}
+            who, request.task_id, "input", {"input": request.input, "requestId": request.id}
         )
         return result
 
