@@ -1,0 +1,208 @@
+"""Ten agents stream output to fifty watchers through three gateway nodes while a random
+node is SIGKILLed every few seconds (issue 4, DESIGN.md §4): every watcher gets every line
+once and in order, every input typed reaches its worker once, and every task ends."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestra.client import Client
+from tests.e2e.conftest import PASSWORD
+from tests.support.processes import Deployment, Gateway, http, wait_for
+from tests.support.web import login
+
+AGENTS = 10
+LINES = 200
+LINE_INTERVAL_S = 0.1  # each worker prints for about 20 s
+WATCHERS_PER_SESSION = 5
+INPUT_EVERY_S = 1.0
+KILL_EVERY_S = (3.0, 5.0)
+MIN_KILLS = 3
+TERMINAL = {"completed", "error", "cancelled", "lost"}
+
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
+
+
+def chatty_worker(lines: int, interval_s: float) -> list[str]:
+    """Prints `line 1`..`line N` at a steady rate, answers each input line X with `got X`,
+    and exits once it reads `quit`."""
+    program = (
+        "import os, sys, threading, time\n"
+        "lock = threading.Lock()\n"
+        "def say(text):\n"
+        "    with lock:\n"
+        "        sys.stdout.write(text + '\\n')\n"
+        "        sys.stdout.flush()\n"
+        "def answer():\n"
+        "    for line in sys.stdin:\n"
+        "        line = line.rstrip('\\n')\n"
+        "        if line == 'quit':\n"
+        "            say('bye')\n"
+        "            os._exit(0)\n"
+        "        say('got ' + line)\n"
+        "threading.Thread(target=answer, daemon=True).start()\n"
+        f"for n in range(1, {lines} + 1):\n"
+        "    say(f'line {n}')\n"
+        f"    time.sleep({interval_s})\n"
+        "threading.Event().wait()\n"
+    )
+    return [sys.executable, "-c", program]
+
+
+@dataclass
+class Watcher:
+    client: Client
+    session_id: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        async for event, data in self.client.events():
+            if data.get("sessionId") == self.session_id:
+                self.events.append((event, data))
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [d for e, d in self.events if e == "task:stream"]
+
+    def has(self, text: str) -> bool:
+        return any(d.get("data") == text for d in self.lines())
+
+    def finished(self) -> bool:
+        return any(e == "task:result" for e, _ in self.events)
+
+
+async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.extra_env["ORCHESTRA_LEASE_TTL_S"] = "3"
+    await deployment.create_user("alice", PASSWORD)
+    nodes: dict[str, Gateway] = {}
+    for name in ("gw1", "gw2", "gw3"):
+        nodes[name] = await deployment.start_gateway(name)
+    urls = [gateway.url for gateway in nodes.values()]  # ports stay across restarts
+    agents = [await deployment.create_agent(f"box{i}", owner="alice") for i in range(AGENTS)]
+    for agent_id, secret_file in agents:
+        deployment.start_agent(agent_id, secret_file, ",".join(urls))
+    token = await login(urls[0], "alice", PASSWORD)
+    rng = random.Random(4)
+
+    async def connected(shuffled: list[str]) -> Client:
+        client = Client(shuffled, token)
+        await client.connect()
+        return client
+
+    driver = await connected(urls)
+    clients = [driver]
+    watchers: list[Watcher] = []
+    try:
+
+        async def all_online() -> bool:
+            listed = (await driver.request("agents:list", {}))["agents"]
+            return sum(a["status"] == "online" for a in listed) == AGENTS
+
+        await wait_for(all_online, what=f"{AGENTS} agents online")
+        tasks: dict[str, str] = {}  # task -> session
+        for agent_id, _ in agents:
+            started = await driver.start(
+                tool="custom", agent_id=agent_id, command=chatty_worker(LINES, LINE_INTERVAL_S),
+                working_directory=str(tmp_path),
+            )  # fmt: skip
+            tasks[started["taskId"]] = started["sessionId"]
+        for session_id in tasks.values():
+            for _ in range(WATCHERS_PER_SESSION):
+                client = await connected(rng.sample(urls, len(urls)))
+                clients.append(client)
+                watcher = Watcher(client, session_id)
+                watcher.reader = asyncio.create_task(watcher.read())
+                await client.join(session_id)
+                watchers.append(watcher)
+
+        def printed_all() -> bool:
+            return all(w.has(f"line {LINES}") for w in watchers)
+
+        sent: dict[str, list[str]] = {task_id: [] for task_id in tasks}
+
+        async def type_inputs(task_id: str) -> None:
+            # One after another, as a person types: each is acknowledged before the next.
+            k = 0
+            while not printed_all():
+                k += 1
+                text = f"in-{task_id[:8]}-{k}"
+                await driver.send_input(task_id, text)
+                sent[task_id].append(text)
+                await asyncio.sleep(INPUT_EVERY_S)
+
+        kills = 0
+
+        async def killer() -> None:
+            nonlocal kills
+            while not printed_all():
+                await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
+                name = rng.choice(sorted(nodes))
+                victim = nodes[name]
+                victim.kill()  # SIGKILL: no goodbye to anyone
+                kills += 1
+                nodes[name] = await deployment.start_gateway(name, port=victim.port)
+
+        started_at = time.monotonic()
+        await asyncio.wait_for(
+            asyncio.gather(killer(), *(type_inputs(t) for t in tasks)), timeout=240
+        )
+        assert kills >= MIN_KILLS, f"only {kills} kills in {time.monotonic() - started_at:.0f} s"
+        for task_id in tasks:
+            await driver.send_input(task_id, "quit")
+        await wait_for(
+            lambda: all(w.finished() for w in watchers), what="every watcher to see its result",
+            timeout_s=120, interval_s=0.2,
+        )  # fmt: skip
+
+        for task_id, session_id in tasks.items():
+            status, body = await asyncio.to_thread(
+                http, "GET", f"{urls[0]}/api/tasks/{task_id}", None, token
+            )
+            assert status == 200, body
+            assert body["task"]["status"] in TERMINAL, body
+            assert body["task"]["status"] == "completed", body
+            session_watchers = [w for w in watchers if w.session_id == session_id]
+            reference = [(d["seq"], d["data"]) for d in session_watchers[0].lines()]
+            for watcher in session_watchers:
+                _check_watcher(watcher, task_id, sent[task_id])
+                # Every watcher of a session saw the very same output.
+                assert [(d["seq"], d["data"]) for d in watcher.lines()] == reference
+    finally:
+        for watcher in watchers:
+            if watcher.reader is not None:
+                watcher.reader.cancel()
+        for client in clients:
+            await client.close()
+
+
+def _check_watcher(watcher: Watcher, task_id: str, typed: list[str]) -> None:
+    lines = [d for d in watcher.lines() if d["taskId"] == task_id]
+    seqs = [d["seq"] for d in lines]
+    assert seqs == list(range(1, len(seqs) + 1)), f"seqs not 1..n once each: {seqs}"
+    event_ids = [_key(d["eventId"]) for _, d in watcher.events if "eventId" in d]
+    assert all(a < b for a, b in itertools.pairwise(event_ids)), "eventIds not increasing"
+    texts = [d["data"] for d in lines]
+    assert [t for t in texts if t.startswith("line ")] == [f"line {n}" for n in range(1, LINES + 1)]
+    answers = Counter(t.removeprefix("got ") for t in texts if t.startswith("got "))
+    assert set(answers) == set(typed), f"inputs lost or invented: {set(typed) ^ set(answers)}"
+    twice = {text: n for text, n in answers.items() if n != 1}
+    assert not twice, f"inputs that reached the worker more than once: {twice}"
+    assert texts[-1] == "bye"
+
+
+def _key(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
