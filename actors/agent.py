@@ -6,8 +6,10 @@ online | busy -> offline (socket closed or heartbeats missed)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from actors import streams
 from actors.actor import Actor
 from actors.addresses import task_address
 from actors.dispatcher import DISPATCHER
@@ -38,8 +40,23 @@ class AgentActor(Actor):
             running=turn.state.get("running") or [],
         )
         self._move(turn, "online")
+        if body.get("runningTasks") is not None:
+            for task_id in await self._forgotten(turn, set(body["runningTasks"])):
+                await self._tell_task(turn, task_id, "agent:forgot")
         turn.tell(DISPATCHER, "kick")  # tasks may be waiting for this agent
         return {"assignedTasks": list(turn.state["running"])}
+
+    async def _forgotten(self, turn: Turn, reported: set[str]) -> list[str]:
+        """Tasks on this agent that it no longer reports (its state was lost with a
+        restart) and whose assignment is not still on its way to it."""
+        last_command_id = int(turn.message.body.get("lastCommandId") or 0)
+        on_the_way = set()
+        outbox = keys.agent_outbox(turn.state["id"])
+        for _, fields in await streams.xrange(self.env.redis, outbox, f"(0-{last_command_id}"):
+            if fields.get("event") == "task:assign":
+                on_the_way.add(json.loads(fields.get("data") or "{}").get("taskId"))
+        running = turn.state.get("running") or []
+        return [t for t in running if t not in reported and t not in on_the_way]
 
     async def on_heartbeat(self, turn: Turn) -> None:
         if not turn.exists:
@@ -72,13 +89,14 @@ class AgentActor(Actor):
         if back:
             return
         for task_id in turn.state.get("running") or []:
-            session_id = await self.env.redis.hget(keys.task_index(), task_id)
-            if session_id is not None:
-                turn.tell(
-                    task_address(text(session_id), task_id),
-                    "agent:lost",
-                    {"agentId": turn.state["id"]},
-                )
+            await self._tell_task(turn, task_id, "agent:lost")
+
+    async def _tell_task(self, turn: Turn, task_id: str, message: str) -> None:
+        session_id = await self.env.redis.hget(keys.task_index(), task_id)
+        if session_id is not None:
+            turn.tell(
+                task_address(text(session_id), task_id), message, {"agentId": turn.state["id"]}
+            )
 
     async def on_task_assigned(self, turn: Turn) -> None:
         running = list(turn.state.get("running") or [])

@@ -220,6 +220,15 @@ class TaskActor(Actor):
             return
         self._move(turn, "lost", message=message, error=message, finishedAt=now_iso())
 
+    async def on_agent_forgot(self, turn: Turn) -> None:
+        """The agent came back without this task: its daemon restarted and lost it."""
+        if turn.state.get("status") not in ("assigned", "accepted", "running"):
+            return
+        if turn.state.get("agentId") != turn.message.body.get("agentId"):
+            return
+        message = "the agent restarted and no longer has this task; its worker is gone"
+        self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
+
     async def on_progress(self, turn: Turn) -> None:
         self._check_agent(turn)
         body = turn.message.body

@@ -98,6 +98,10 @@ class AgentNamespace(BaseNamespace):
                 "maxConcurrency": request.max_concurrency,
                 "socketId": sid,
                 "node": self.node.settings.node_id,
+                "lastCommandId": request.last_command_id or 0,
+                "runningTasks": None
+                if request.running_tasks is None
+                else [task.task_id for task in request.running_tasks],
             },
         )
         data = {"success": True, "agentId": agent_id, "assignedTasks": answer["assignedTasks"]}
