@@ -2,8 +2,9 @@
 
 A fixed window counted in Redis: one INCR and one EXPIRE per request, in one transaction.
 (Not EXPIRE NX: the embedded Redis of `orchestra up` is 6.2, which lacks it; a key is
-one window's, so renewing its expiry only keeps it a second past the window's end.) Applied to users' socket requests and REST calls; agents' output is not
-limited here, since a worker's stream is not a user's request.
+one window's, so renewing its expiry only keeps it a second past the window's end.)
+Applied to users' socket requests and REST calls; agents' output is not limited here,
+since a worker's stream is not a user's request.
 """
 
 from __future__ import annotations
