@@ -272,7 +272,13 @@ class TaskActor(Actor):
     # -- helpers ------------------------------------------------------------------------
 
     def _assign(self, turn: Turn, agent_id: str) -> None:
-        turn.set(agentId=agent_id, attempts=int(turn.state.get("attempts", 0)) + 1)
+        # The new attempt's output is numbered on from what the earlier ones stored (no
+        # output is stored while the task waits without an agent, so this is exact).
+        turn.set(
+            agentId=agent_id,
+            attempts=int(turn.state.get("attempts", 0)) + 1,
+            seqBase=int(turn.state.get("lastSeq") or 0),
+        )
         self._move(turn, "assigned")
         task = turn.state
         parameters = dict(task["parameters"])

@@ -30,6 +30,7 @@ from agent_client.outbox import Link, TaskOutbox
 from agent_client.spool import FinalEvents, Spool
 from agent_client.workers import WORKERS, Worker, WorkerExit, WorkerSpec, WorkerStartError
 from agent_client.workers.base import StopMode, describe_exit
+from orchestra.aio import cancel_and_wait
 from orchestra.settings import Settings
 
 __all__ = ["TaskManager"]
@@ -108,9 +109,17 @@ class TaskManager:
         if not isinstance(task_id, str) or not task_id:
             log.error("task:assign without a taskId, ignored")
             return
-        if task_id in self._tasks:
-            log.info("task %s: assigned again while known, ignored", task_id)
-            return
+        command_id = data.get("commandId")
+        known = self._tasks.get(task_id)
+        if known is not None:
+            if known.outbox.spool.meta.get("commandId") in (None, command_id):
+                log.info("task %s: assigned again while known, ignored", task_id)
+                return
+            # A new assignment of a task we hold: the gateway gave up on our earlier attempt
+            # (we were gone past the grace period) and queued the task again. The earlier
+            # attempt's worker and unsent reports are of no use to anyone now.
+            log.warning("task %s: assigned anew; ending the earlier attempt", task_id)
+            await self._drop(known)
         tool = str(task.get("tool", ""))
         parameters = task.get("parameters") if isinstance(task.get("parameters"), dict) else {}
         assert isinstance(parameters, dict)
@@ -127,7 +136,7 @@ class TaskManager:
             reason = worker_class.check(parameters)
             if reason is None:
                 workdir, reason = self._working_directory(parameters.get("workingDirectory"))
-        spool = Spool.create(self._spool_dir, task_id, tool=tool)
+        spool = Spool.create(self._spool_dir, task_id, tool=tool, commandId=command_id)
         outbox = self._new_outbox(spool)
         entry = _Task(outbox)
         self._tasks[task_id] = entry
@@ -226,6 +235,20 @@ class TaskManager:
         if entry is not None and entry.outbox is outbox:
             del self._tasks[outbox.task_id]
             log.info("task %s: delivered in full", outbox.task_id)
+
+    async def _drop(self, entry: _Task) -> None:
+        """End a task attempt without a word to the gateway: worker, reports, spool."""
+        if entry.worker is not None and entry.running:
+            await entry.worker.stop("kill")
+            # Until it is gone its pipes may still bring output for the old spool.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.worker.wait(), self._settings.worker_stop_grace_s)
+        if entry.watcher is not None:
+            await cancel_and_wait(entry.watcher)
+        await entry.outbox.close()
+        entry.outbox.spool.remove()
+        if self._tasks.get(entry.outbox.task_id) is entry:
+            del self._tasks[entry.outbox.task_id]
 
     def _running(self, task_id: Any, event: str) -> _Task | None:
         entry = self._tasks.get(task_id) if isinstance(task_id, str) else None

@@ -155,13 +155,9 @@ class AgentNamespace(BaseNamespace):
         session_id = await self.node.ops.session_of_task(item.task_id)
         if session_id is None:
             raise NotFound("unknown task")
-        event_data = {
-            "sessionId": session_id,
-            "taskId": item.task_id,
-            "agentId": agent_id,
-            "seq": item.seq,
-            **data,
-        }
+        # `seq` is put in by the script: the task's numbering, which may differ from the
+        # agent's after a retry.
+        event_data = {"sessionId": session_id, "taskId": item.task_id, "agentId": agent_id, **data}
         answer = await self.node.scripts.append_output(
             keys=[keys.task(session_id, item.task_id), keys.session_events(session_id)],
             args=[item.seq, event, json.dumps(event_data, default=str), json.dumps(agent_id)],
