@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from actors.actor import Actor
+from actors.trim import trim_stream
 from actors.turn import CommitResult, Turn
 from orchestra.codec import now_iso
 from orchestra.errors import InvalidParameters, NotFound
@@ -66,6 +67,13 @@ class SessionActor(Actor):
     async def on_resume(self, turn: Turn) -> dict[str, Any]:
         self._move(turn, "active")
         return {"status": turn.state["status"]}
+
+    async def on_trim(self, turn: Turn) -> dict[str, Any]:
+        """Archive the oldest events beyond the stream's cap to SQL, then drop them from
+        the stream (`actors/trim.py`)."""
+        if not turn.exists:
+            return {"trimmed": 0}  # the stream of a session that is gone: not ours to keep
+        return {"trimmed": await trim_stream(self.env, turn, turn.address.id)}
 
     async def on_committed(self, turn: Turn, result: CommitResult) -> None:
         state = turn.state

@@ -54,3 +54,35 @@ async def xautoclaim(
         stream, group, consumer, min_idle_time=0, start_id=start, count=count
     )
     return text(answer[0]), _entries(answer[1])
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest entry id after `entry_id` (XTRIM MINID keeps the ids from it on)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+async def xrange_with_field(
+    redis: Redis, stream: str, start: str, count: int, key: str, field: str
+) -> tuple[list[Entry], str | None]:
+    """Entries from `start` and one hash field, read in one transaction: a snapshot in
+    which the two agree."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xrange(stream, start, "+", count)
+        pipe.hget(key, field)
+        raw_entries, value = await pipe.execute()
+    return _entries(raw_entries), None if value is None else text(value)
+
+
+async def xread_then_field(
+    redis: Redis, stream: str, after: str, count: int, block_ms: int, key: str, field: str
+) -> tuple[list[Entry], str | None]:
+    """Entries after `after`, waiting up to `block_ms` for the first one, then one hash
+    field read right after them on the same connection (one round trip): the field is at
+    least as new as the entries."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xread({stream: after}, count=count, block=block_ms)
+        pipe.hget(key, field)
+        answer, value = await pipe.execute()
+    entries = _entries(answer[0][1]) if answer else []
+    return entries, None if value is None else text(value)

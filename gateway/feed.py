@@ -6,22 +6,26 @@ session's tailer, which reads the stream as it grows (one blocking XREAD per wat
 session) and sends each socket only what lies past its cursor. Replay and live delivery of
 one session take turns under one lock, so a socket gets every event once and in order,
 whatever pub/sub would have dropped, and wherever the event was written.
+
+The stream is capped (`actors/trim.py`). A join whose `lastEventId` is older than what the
+stream keeps replays nothing (the client resyncs from REST); a replay or a tailer that
+trimming overtakes while it runs goes on from the SQL archive (`gateway/history.py`), so
+neither skips an event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from actors import streams
-from orchestra import keys
+from gateway.history import Event, History, parse_id, resumable
 from orchestra.aio import cancel_and_wait
+from orchestra.errors import OrchestraError
 
 log = logging.getLogger(__name__)
 
@@ -30,57 +34,49 @@ Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (socket, event, 
 _PAGE = 1000
 
 
-def parse_id(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """How a join went: `resumed` is False when the stream no longer holds every event
+    after the client's lastEventId (nothing was sent: the client must resync)."""
 
-
-def valid_id(event_id: str) -> bool:
-    try:
-        parse_id(event_id)
-    except ValueError:
-        return False
-    return True
+    resumed: bool
+    last_event_id: str | None = None
 
 
 class SessionFeed:
-    def __init__(self, redis: Redis, send: Send) -> None:
-        self.redis = redis
+    def __init__(self, history: History, send: Send) -> None:
+        self.history = history
         self.send = send
         self._cursors: dict[str, dict[str, tuple[int, int]]] = {}  # session -> socket -> cursor
         self._locks: dict[str, asyncio.Lock] = {}
         self._tailers: dict[str, asyncio.Task[None]] = {}
 
-    def is_resumable(self, state: dict[str, Any], last_event_id: str) -> bool:
-        """False when events after `last_event_id` may have been trimmed from the stream."""
-        if not valid_id(last_event_id):
-            return False
-        trimmed_to = state.get("trimmedTo")
-        return not trimmed_to or parse_id(last_event_id) >= parse_id(str(trimmed_to))
-
-    async def join(self, session_id: str, socket: str, last_event_id: str | None) -> str | None:
-        """Replay what `socket` missed, then keep it live. Returns the last eventId sent."""
+    async def join(self, session_id: str, socket: str, last_event_id: str | None) -> Joined:
+        """Replay what `socket` missed, then keep it live; or nothing, when events after
+        `last_event_id` (from the start, without one) have been trimmed from the stream."""
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         async with lock:
-            start = f"({last_event_id}" if last_event_id else "-"
+            # The first page and `trimmedTo` are read together: whether the client may
+            # resume is decided before anything is sent, never halfway through.
+            page, trimmed_to = await self.history.live(session_id, last_event_id, _PAGE)
+            if not resumable(last_event_id, trimmed_to):
+                return Joined(resumed=False)
             last = last_event_id
-            while True:
-                page = await streams.xrange(
-                    self.redis, keys.session_events(session_id), start, "+", _PAGE
-                )
-                for entry_id, fields in page:
-                    last = entry_id
-                    await self._deliver(socket, last, fields)
+            while page:
+                for event in page:
+                    last = event.event_id
+                    await self._deliver(socket, event)
                 if len(page) < _PAGE:
                     break
-                start = f"({last}"
+                # A trim that passes this cursor meanwhile sends the rest from the archive.
+                page = await self.history.page(session_id, last, _PAGE)
             cursor = parse_id(last) if last else (0, 0)
             self._cursors.setdefault(session_id, {})[socket] = cursor
             if session_id not in self._tailers:
                 self._tailers[session_id] = asyncio.create_task(
                     self._tail(session_id, last or "0-0"), name=f"feed-{session_id}"
                 )
-        return last
+        return Joined(resumed=True, last_event_id=last)
 
     async def leave(self, session_id: str, socket: str) -> None:
         watchers = self._cursors.get(session_id)
@@ -105,37 +101,34 @@ class SessionFeed:
             await cancel_and_wait(task)
 
     async def _tail(self, session_id: str, cursor: str) -> None:
-        stream = keys.session_events(session_id)
         delay_s = 0.1
         while True:
             try:
-                entries = await streams.xread(self.redis, stream, cursor, _PAGE, block_ms=5000)
+                events = await self.history.follow(session_id, cursor, _PAGE, block_ms=5000)
                 delay_s = 0.1
-            except RedisError as exc:
+            except (RedisError, OrchestraError) as exc:  # OrchestraError: the SQL archive
                 log.warning("feed of session %s: %s; retrying in %.1f s", session_id, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
                 continue
-            if not entries:
+            if not events:
                 continue
             lock = self._locks.get(session_id)
             if lock is None:
                 return
             async with lock:
                 watchers = self._cursors.get(session_id, {})
-                for event_id, fields in entries:
-                    position = parse_id(event_id)
+                for event in events:
+                    position = parse_id(event.event_id)
                     for socket, seen in list(watchers.items()):
                         if position > seen:
                             watchers[socket] = position
-                            await self._deliver(socket, event_id, fields)
-                cursor = entries[-1][0]
+                            await self._deliver(socket, event)
+                cursor = events[-1].event_id
 
-    async def _deliver(self, socket: str, event_id: str, fields: dict[str, str]) -> None:
-        event = fields.get("event", "")
-        data = json.loads(fields.get("data") or "{}")
-        data["eventId"] = event_id
+    async def _deliver(self, socket: str, event: Event) -> None:
         try:
-            await self.send(socket, event, data)
+            # Each socket gets its own copy: the namespace adds the envelope to it.
+            await self.send(socket, event.name, dict(event.data))
         except Exception:
-            log.exception("sending %s to %s failed", event, socket)
+            log.exception("sending %s to %s failed", event.name, socket)

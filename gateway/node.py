@@ -7,6 +7,7 @@ Everything a request handler needs hangs off the `Node`, which the Sanic app kee
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import socketio
@@ -19,6 +20,8 @@ from redis.retry import Retry
 from actors import KINDS, ActorEnv, ActorSystem, Scripts
 from gateway.auth import Tokens, verify_agent_handshake
 from gateway.feed import SessionFeed
+from gateway.history import History
+from gateway.jobs import Jobs, LeaderLease, trim_session_streams
 from gateway.operations import Operations
 from gateway.outlet import AGENT, WEB, SocketOutlet
 from gateway.rate_limit import RateLimiter
@@ -81,18 +84,32 @@ class Node:
         self.ops = Operations(self.redis, self.store, self.system)
         self.web = WebNamespace(WEB, self)
         self.agents = AgentNamespace(AGENT, self)
-        self.feed = SessionFeed(self.redis, self._send_to_web)
+        self.history = History(self.redis, self.store)
+        self.feed = SessionFeed(self.history, self._send_to_web)
+        self.jobs = Jobs(
+            LeaderLease(self.redis, self.scripts, settings.node_id, settings.lease_ttl_s)
+        )
+        self.jobs.add(
+            "trim-session-streams",
+            settings.stream_trim_interval_s,
+            partial(
+                trim_session_streams, self.redis, self.system, settings.session_stream_max_events
+            ),
+            cluster_wide=True,
+        )
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)
 
     async def start(self) -> None:
         await self.store.open()
         await self.system.start()
+        await self.jobs.start()
         log.info(
             "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
         )
 
     async def stop(self) -> None:
+        await self.jobs.stop()
         await self.feed.close()
         await self.system.stop()
         await self.store.close()

@@ -17,6 +17,20 @@ def session_events(sid: str) -> str:
     return f"{PREFIX}:{{s:{sid}}}:events"
 
 
+def session_events_pattern() -> str:
+    """SCAN pattern matching every session's event stream (Redis globs leave braces alone)."""
+    return f"{PREFIX}:{{s:*}}:events"
+
+
+def session_of_events(key: str) -> str | None:
+    """The session id of a key built by `session_events`; None for any other key."""
+    head, tail = f"{PREFIX}:{{s:", "}:events"
+    if not (key.startswith(head) and key.endswith(tail)):
+        return None
+    sid = key[len(head) : -len(tail)]
+    return sid if sid and "}" not in sid else None
+
+
 def task(sid: str, tid: str) -> str:
     return f"{PREFIX}:{{s:{sid}}}:task:{tid}"
 
@@ -75,6 +89,7 @@ def nodes() -> str:
 
 
 def leader() -> str:
+    """The scheduler's leader lease: the node holding it runs the cluster-wide jobs."""
     return f"{PREFIX}:leader"
 
 

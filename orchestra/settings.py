@@ -87,7 +87,10 @@ class Settings(BaseModel):
     ask_timeout_s: float = Field(10.0, gt=0)
     lease_ttl_s: float = Field(6.0, gt=0)
     dispatch_strategy: str = "least-connections"
-    session_stream_maxlen: int = Field(100_000, gt=0)
+    # The newest events a session's Redis stream keeps; older ones are archived to SQL
+    # first, then trimmed, by a cluster-wide job every `stream_trim_interval_s`.
+    session_stream_max_events: int = Field(10_000, gt=0)
+    stream_trim_interval_s: float = Field(10.0, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"
 

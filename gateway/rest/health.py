@@ -1,4 +1,5 @@
-"""`/health`: is this node serving, which node is it, which partitions does it hold."""
+"""`/health`: is this node serving, which node is it, which partitions does it hold, does
+it lead the cluster-wide jobs."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ async def health(request: Request) -> HTTPResponse:
             "timestamp": now_iso(),
             "node": node.settings.node_id,
             "partitions": node.system.held_partitions,
+            # Whether this node runs the cluster-wide jobs (exactly one live node does).
+            "leader": node.jobs.lease.is_leader,
             "checks": checks,
         },
         status=200 if healthy else 503,

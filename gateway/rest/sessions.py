@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json as jsonlib
-from typing import Any
-
 from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from actors import session_address, streams
+from actors import session_address
 from gateway.auth import Principal
-from gateway.feed import valid_id
+from gateway.history import valid_id
 from gateway.rest.common import body, caller, node_of
-from orchestra import keys
 from orchestra.errors import Forbidden, InvalidParameters, OrchestraError
 from orchestra.protocol import Payload
 
@@ -109,16 +105,10 @@ async def session_events(request: Request, session_id: str) -> HTTPResponse:
     except ValueError:
         raise InvalidParameters("limit must be a number") from None
     limit = max(1, min(limit, MAX_PAGE))
-    events: list[dict[str, Any]] = []
-    for record in await node.store.list_events(session_id, after=after, limit=limit):
-        events.append({"eventId": record.event_id, "event": record.event, "data": record.payload})
-        after = record.event_id
-    if len(events) < limit:
-        start = f"({after}" if after else "-"
-        for entry_id, fields in await streams.xrange(
-            node.redis, keys.session_events(session_id), start, "+", limit - len(events)
-        ):
-            data = jsonlib.loads(fields["data"])
-            data["eventId"] = entry_id
-            events.append({"eventId": entry_id, "event": fields["event"], "data": data})
-    return json({"events": events, "lastEventId": events[-1]["eventId"] if events else after})
+    events = await node.history.page(session_id, after, limit)
+    return json(
+        {
+            "events": [event.wire() for event in events],
+            "lastEventId": events[-1].event_id if events else after,
+        }
+    )

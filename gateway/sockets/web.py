@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from gateway.auth import Principal, user_view
+from gateway.history import valid_id
 from gateway.sockets.base import BaseNamespace, ConnectionRefused
 from orchestra.errors import AuthenticationFailed, OrchestraError
 from orchestra.protocol import (
@@ -102,18 +103,22 @@ class WebNamespace(BaseNamespace):
         state = await self.node.ops.session_for(who, request.session_id)
         view = await self.node.ops.session_view(state)
         epoch = state["epoch"]
-        resync = None
+        resync: str
         if request.epoch is not None and request.epoch != epoch:
             resync = "the session's event stream was begun anew (epoch changed)"
-        elif request.last_event_id is not None and not self.node.feed.is_resumable(
-            state, request.last_event_id
-        ):
-            resync = "lastEventId is older than what the live stream keeps"
-        if resync is not None:
-            await self.send(sid, "session:resync", {"sessionId": state["id"], "reason": resync})
-            return {"session": view, "lastEventId": None, "epoch": epoch}
-        last = await self.node.feed.join(state["id"], sid, request.last_event_id)
-        return {"session": view, "lastEventId": last, "epoch": epoch}
+        elif request.last_event_id is not None and not valid_id(request.last_event_id):
+            resync = "lastEventId is not an eventId of this session"
+        else:
+            joined = await self.node.feed.join(state["id"], sid, request.last_event_id)
+            if joined.resumed:
+                return {"session": view, "lastEventId": joined.last_event_id, "epoch": epoch}
+            resync = (
+                "lastEventId is older than what the live stream keeps"
+                if request.last_event_id is not None
+                else "the live stream no longer holds the session's first events"
+            )
+        await self.send(sid, "session:resync", {"sessionId": state["id"], "reason": resync})
+        return {"session": view, "lastEventId": None, "epoch": epoch}
 
     async def on_session_leave(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         await self.who(sid)

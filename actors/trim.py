@@ -1,0 +1,63 @@
+"""Capping a session's event stream: the oldest events go to the SQL archive, then away.
+
+The session actor runs this on a `trim` message (the leader's trim job sends it, see
+`gateway/jobs/trim.py`), so one session's trims run one at a time, under its partition's
+lease. One turn:
+
+1. reads the oldest entries beyond the newest `session_stream_max_events`, a page at most;
+2. archives them to SQL. `Store.archive_events` skips ids it already has, so a turn that
+   is handled again (a lost lease, a failed commit) archives nothing twice;
+3. commits, in one transaction with the mailbox ack: the session's `trimmedTo` set to the
+   last entry removed, and XTRIM MINID just past that entry.
+
+Readers rely on that order (`gateway/history.py`): every event up to `trimmedTo` is in the
+archive, every event after it is still in the stream. `trimmedTo` is the last id removed,
+not the first one kept, so that a client whose lastEventId is exactly that entry may still
+resume: it has every event up to it, and the stream holds every event after it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from actors import streams
+from actors.actor import ActorEnv
+from actors.turn import Turn
+from orchestra import keys
+
+TRIMMED_TO = "trimmedTo"  # the session state field
+PAGE = 1000  # entries archived per turn: a large backlog is many small turns, not one giant
+
+
+async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
+    """Archive and remove the oldest page beyond the cap; how many entries go."""
+    stream = keys.session_events(session_id)
+    excess = int(await env.redis.xlen(stream)) - env.settings.session_stream_max_events
+    if excess <= 0:
+        return 0
+    entries = await streams.xrange(env.redis, stream, count=min(excess, PAGE))
+    if not entries:
+        return 0
+    await env.store.archive_events(
+        session_id,
+        [
+            (entry_id, fields.get("event", ""), _payload(fields.get("data")))
+            for entry_id, fields in entries
+        ],
+    )
+    last = entries[-1][0]
+    keep_from = streams.next_id(last)
+    turn.set(**{TRIMMED_TO: last})
+    # Exact, not "~": readers take everything after `trimmedTo` from the stream and
+    # everything up to it from the archive, so the two must meet exactly there.
+    turn.write(lambda pipe: pipe.xtrim(stream, minid=keep_from, approximate=False))
+    if excess > len(entries):
+        turn.tell(turn.address, "trim")  # the rest in later turns, behind other mail
+    return len(entries)
+
+
+def _payload(raw: str | None) -> dict[str, Any]:
+    """The event's data as the stream holds it; `eventId` is added by whoever reads it."""
+    data = json.loads(raw or "{}")
+    return data if isinstance(data, dict) else {"value": data}

@@ -1,0 +1,150 @@
+"""A session's whole history, archived then live, read forward with no gap and no repeat.
+
+Trimming (`actors/trim.py`) archives the oldest events to SQL before it removes them from
+the stream, and sets the session's `trimmedTo` (the last id removed) in the transaction
+that removes them. So at any instant every event up to `trimmedTo` is in the archive and
+every event after it is in the stream. A read after a cursor at or past `trimmedTo` is
+served by the stream, read in one transaction with `trimmedTo` so that the two agree; a
+read after an older cursor is served by the archive (which may hold a little more than was
+trimmed yet: the same entries with the same data), then goes on in the stream.
+
+An event reads the same from either place: `data` is the payload with its `eventId`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from actors import streams
+from actors.trim import TRIMMED_TO
+from orchestra import keys
+from orchestra.db import Store
+from orchestra.db.models import SessionEventRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    name: str
+    data: dict[str, Any]  # as clients get it, `eventId` included
+
+    def wire(self) -> dict[str, Any]:
+        return {"eventId": self.event_id, "event": self.name, "data": self.data}
+
+
+def parse_id(event_id: str) -> tuple[int, int]:
+    """A stream entry id "<ms>-<seq>" (or "<ms>", as Redis takes it) as two numbers."""
+    ms, _, seq = event_id.partition("-")
+    seq = seq or "0"
+    if not (ms.isdigit() and seq.isdigit() and int(ms) < 2**64 and int(seq) < 2**64):
+        raise ValueError(f"not a stream entry id: {event_id!r}")
+    return int(ms), int(seq)
+
+
+def valid_id(event_id: str) -> bool:
+    try:
+        parse_id(event_id)
+    except ValueError:
+        return False
+    return True
+
+
+def _full(event_id: str | None) -> str | None:
+    """An id in the "<ms>-<seq>" form that the SQL archive expects."""
+    return None if event_id is None else "{}-{}".format(*parse_id(event_id))
+
+
+def resumable(after: str | None, trimmed_to: str | None) -> bool:
+    """Whether the stream still holds every event after `after` (after None: every event)."""
+    if not trimmed_to:
+        return True
+    return after is not None and parse_id(after) >= parse_id(trimmed_to)
+
+
+class History:
+    def __init__(self, redis: Redis, store: Store) -> None:
+        self.redis = redis
+        self.store = store
+
+    async def live(
+        self, session_id: str, after: str | None, count: int
+    ) -> tuple[list[Event], str | None]:
+        """The stream's events after `after` (from its start when None), and `trimmedTo`
+        as it was when they were read: they are all there are only if `resumable`."""
+        entries, raw = await streams.xrange_with_field(
+            self.redis,
+            keys.session_events(session_id),
+            f"({after}" if after else "-",
+            count,
+            keys.session(session_id),
+            TRIMMED_TO,
+        )
+        return [_from_stream(entry_id, fields) for entry_id, fields in entries], _decode(raw)
+
+    async def page(self, session_id: str, after: str | None, limit: int) -> list[Event]:
+        """Up to `limit` events after `after`: from the archive while `after` is older than
+        what the stream keeps, then from the stream."""
+        events: list[Event] = []
+        after = _full(after)
+        while len(events) < limit:
+            live, trimmed_to = await self.live(session_id, after, limit - len(events))
+            if resumable(after, trimmed_to):
+                return events + live
+            archived = await self.store.list_events(
+                session_id, after=after, limit=limit - len(events)
+            )
+            if not archived:
+                # `trimmedTo` itself is archived before it is trimmed, so this is a lost
+                # archive (an SQL store swapped under a live Redis): say so, go on live.
+                log.error("session %s: events up to %s are not archived", session_id, trimmed_to)
+                after = trimmed_to
+                continue
+            events += [_from_record(record) for record in archived]
+            after = events[-1].event_id
+        return events
+
+    async def follow(self, session_id: str, after: str, count: int, block_ms: int) -> list[Event]:
+        """Events after `after` as they come, waiting up to `block_ms` for the first. A
+        follower so far behind that trimming passed it gets them from the archive."""
+        entries, raw = await streams.xread_then_field(
+            self.redis,
+            keys.session_events(session_id),
+            after,
+            count,
+            block_ms,
+            keys.session(session_id),
+            TRIMMED_TO,
+        )
+        # `trimmedTo` was read after the entries: if it is not past `after` now, it was not
+        # when they were read either, and nothing after `after` was missing then.
+        if not entries or resumable(after, _decode(raw)):
+            return [_from_stream(entry_id, fields) for entry_id, fields in entries]
+        return await self.page(session_id, after, count)
+
+
+def _decode(raw: str | None) -> str | None:
+    """A state field as the actor wrote it (JSON-encoded, see `actors.turn.encode_field`)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return str(value) if value else None
+
+
+def _from_stream(entry_id: str, fields: dict[str, str]) -> Event:
+    data = json.loads(fields.get("data") or "{}")
+    data["eventId"] = entry_id
+    return Event(entry_id, fields.get("event", ""), data)
+
+
+def _from_record(record: SessionEventRecord) -> Event:
+    return Event(record.event_id, record.event, {**record.payload, "eventId": record.event_id})
