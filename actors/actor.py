@@ -26,6 +26,8 @@ class Outlet(Protocol):
 
     async def to_room(self, room: str, event: str, data: dict[str, Any]) -> None: ...
 
+    async def disconnect_agent(self, socket_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class ActorEnv:

@@ -1,12 +1,13 @@
 """The agent actor: one agent daemon's connection, health and load.
 
 offline -> online (registered) <-> busy (derived: running tasks reach maxConcurrency)
-online | busy -> offline (socket closed or heartbeats missed)
+online | busy -> offline (socket closed, or no heartbeat for three intervals)
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from actors import streams
@@ -17,7 +18,7 @@ from actors.turn import CommitResult, Turn
 from actors.values import text
 from actors.views import agent_status, agent_view
 from orchestra import keys
-from orchestra.codec import now_iso
+from orchestra.codec import now_iso, parse_timestamp
 
 
 class AgentActor(Actor):
@@ -73,13 +74,33 @@ class AgentActor(Actor):
     async def on_disconnected(self, turn: Turn) -> None:
         # A late close of an old socket must not take down the agent's newer connection.
         if turn.state.get("socketId") == turn.message.body.get("socketId"):
-            self._move(turn, "offline")
-            if turn.state.get("running"):
-                turn.schedule(
-                    self.env.settings.agent_grace_period_s,
-                    "grace:expired",
-                    {"socketId": turn.message.body.get("socketId")},
-                )
+            self._go_offline(turn)
+
+    async def on_heartbeat_missed(self, turn: Turn) -> None:
+        """Nothing heard from the agent for `silentAfterS` (its gateway node died, or its
+        network hangs without closing the socket): offline, and its socket is closed, so
+        that it registers afresh when it can."""
+        state = turn.state
+        if agent_status(state) == "offline" or state.get("socketId") != turn.message.body.get(
+            "socketId"
+        ):
+            return
+        heard_at = state.get("lastHeartbeat")
+        silent_s = time.time() - parse_timestamp(heard_at).timestamp() if heard_at else None
+        if silent_s is not None and silent_s < turn.message.body["silentAfterS"]:
+            return  # a heartbeat came in since the check
+        socket_id = str(state["socketId"])
+        self._go_offline(turn)
+        turn.after_commit(lambda _: self.env.outlet.disconnect_agent(socket_id))
+
+    def _go_offline(self, turn: Turn) -> None:
+        self._move(turn, "offline")
+        if turn.state.get("running"):
+            turn.schedule(
+                self.env.settings.agent_grace_period_s,
+                "grace:expired",
+                {"socketId": turn.state.get("socketId")},
+            )
 
     async def on_grace_expired(self, turn: Turn) -> None:
         """The agent did not come back in time: its tasks are lost (or queued again)."""

@@ -18,7 +18,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from actors import KINDS, ActorEnv, ActorSystem, Scripts
+from gateway.agent_health import find_silent_agents
 from gateway.auth import Tokens, verify_agent_handshake
+from gateway.command_resend import CommandResender
 from gateway.feed import SessionFeed
 from gateway.history import History
 from gateway.jobs import Jobs, LeaderLease, trim_session_streams
@@ -96,6 +98,19 @@ class Node:
                 trim_session_streams, self.redis, self.system, settings.session_stream_max_events
             ),
             cluster_wide=True,
+        )
+        self.jobs.add(
+            "find-silent-agents",
+            settings.heartbeat_interval_s,
+            partial(find_silent_agents, self.redis, self.system, settings.heartbeat_interval_s),
+            cluster_wide=True,
+        )
+        self.resender = CommandResender(self.redis, self.outlet, lambda: self.agents.agents)
+        self.jobs.add(
+            "resend-commands",
+            settings.command_resend_after_s,
+            self.resender.sweep,
+            cluster_wide=False,  # each node looks after the agents connected to it
         )
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)

@@ -41,6 +41,10 @@ class SocketOutlet:
     async def to_room(self, room: str, event: str, data: dict[str, Any]) -> None:
         await self.sio.emit(event, envelope(data, "server"), room=room, namespace=WEB)
 
+    async def disconnect_agent(self, socket_id: str) -> None:
+        """Close an agent's socket, on whichever node holds it (if any still does)."""
+        await self.sio.disconnect(socket_id, namespace=AGENT)
+
     async def resend_commands(self, socket: str, agent_id: str, after_command_id: int) -> int:
         """Send `socket` every command of the agent's outbox after `after_command_id`."""
         entries = await streams.xrange(
@@ -64,7 +68,9 @@ class SocketOutlet:
             command_id = ack.get("commandId") if isinstance(ack, dict) else None
             if isinstance(command_id, int) and not isinstance(command_id, bool) and command_id > 0:
                 # Everything up to it has been taken: the agent takes commands in order.
-                await self.redis.xtrim(keys.agent_outbox(agent_id), minid=f"0-{command_id + 1}")
+                await self.redis.xtrim(
+                    keys.agent_outbox(agent_id), minid=f"0-{command_id + 1}", approximate=False
+                )
                 await self.redis.hset(keys.agent(agent_id), "ackedCommandId", command_id)
 
         return acknowledged

@@ -99,6 +99,8 @@ class Settings(BaseModel):
     connection_timeout_s: float = Field(30.0, gt=0)
     # How long a disconnected agent's tasks wait for it to come back before they are lost.
     agent_grace_period_s: float = Field(30.0, gt=0)
+    # A command an agent leaves unacknowledged this long (up to twice) is sent again.
+    command_resend_after_s: float = Field(10.0, gt=0)
     max_reconnect_attempts: int = 10
     reconnect_delay_s: float = Field(1.0, gt=0)
     reconnect_max_delay_s: float = Field(30.0, gt=0)

@@ -54,6 +54,9 @@ class NoSockets:
     async def to_room(self, room: str, event: str, data: dict[str, Any]) -> None:
         raise AssertionError("unexpected socket emit")
 
+    async def disconnect_agent(self, socket_id: str) -> None:
+        raise AssertionError("unexpected socket emit")
+
 
 @pytest_asyncio.fixture
 async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:

@@ -101,3 +101,6 @@ class _NoSockets:
 
     async def to_room(self, room: str, event: str, data: dict[str, object]) -> None:
         return None
+
+    async def disconnect_agent(self, socket_id: str) -> None:
+        return None

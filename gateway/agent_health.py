@@ -1,0 +1,41 @@
+"""Agents that went silent: no heartbeat for three intervals.
+
+An agent's socket normally tells us when it goes (the namespace's disconnect handler),
+but not when the gateway node holding it dies, nor when a network hangs without closing
+anything. This cluster-wide job reads the last heartbeat of every agent listed online
+and tells the silent ones' actors, which take them offline (starting their grace period)
+and close their sockets. The actor checks again in its own turn, so a heartbeat that
+lands between this look and that turn wins.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from actors import ActorSystem, agent_address
+from actors.values import read_state
+from orchestra import keys
+from orchestra.codec import parse_timestamp
+
+SILENT_AFTER_INTERVALS = 3
+
+
+async def find_silent_agents(
+    redis: Redis, system: ActorSystem, heartbeat_interval_s: float
+) -> None:
+    silent_after_s = SILENT_AFTER_INTERVALS * heartbeat_interval_s
+    now = time.time()
+    for agent_id in await redis.smembers(keys.agents_online()):
+        state = await read_state(redis, agent_address(str(agent_id)).state_key())
+        heard_at = state.get("lastHeartbeat")
+        if (
+            isinstance(heard_at, str)
+            and now - parse_timestamp(heard_at).timestamp() < silent_after_s
+        ):
+            continue
+        await system.ref(agent_address(str(agent_id))).tell(
+            "heartbeat:missed",
+            {"socketId": state.get("socketId"), "silentAfterS": silent_after_s},
+        )

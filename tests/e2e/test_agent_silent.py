@@ -1,0 +1,94 @@
+"""An agent that goes silent without closing its socket (here: its daemon is frozen with
+SIGSTOP) is taken offline after three missed heartbeats. Once its grace period is over
+its task is queued again; when the agent comes back the task runs on it anew, and the
+watcher's output numbering goes on from the first attempt without a gap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+from tests.support.processes import Deployment, http, wait_for
+from tests.support.web import WebClient, login
+from tests.support.workers import printer
+
+LINES = 40
+
+# The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
+pytestmark = pytest.mark.sqlite_only
+
+
+async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_returns(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.extra_env["ORCHESTRA_AGENT_GRACE_PERIOD_S"] = "2"
+    await deployment.create_user("alice", PASSWORD)
+    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
+    gateway = await deployment.start_gateway("gw1")
+    agent = deployment.start_agent(agent_id, secret_file, gateway.url)
+    token = await login(gateway.url, "alice", PASSWORD)
+    watcher = WebClient()
+    await watcher.connect(gateway.url, token)
+
+    async def status() -> str:
+        agents = (await watcher.ok("agents:list", {}))["agents"]
+        return str(agents[0]["status"]) if agents else "none"
+
+    try:
+        await wait_for(lambda: _equals(status(), "online"), what="the agent online")
+        started = await watcher.ok(
+            "worker:start",
+            {"agentId": agent_id, "tool": "custom", "command": printer(LINES, 0.1),
+             "workingDirectory": str(tmp_path)},
+        )  # fmt: skip
+        session_id, task_id = started["sessionId"], started["taskId"]
+        await watcher.ok("session:join", {"sessionId": session_id})
+        await watcher.wait_for_event("task:stream", lambda d: d["data"] == "line 5")
+        first_worker = psutil.Process(agent.popen.pid).children(recursive=True)
+
+        os.kill(agent.popen.pid, signal.SIGSTOP)  # alive, connected, and saying nothing
+        try:
+            await wait_for(lambda: _equals(status(), "offline"), what="the agent offline")
+            await watcher.wait_for_event(
+                "worker:status",
+                lambda d: d["status"] == "queued" and "queued again" in (d.get("message") or ""),
+            )
+        finally:
+            os.kill(agent.popen.pid, signal.SIGCONT)
+
+        result = await watcher.wait_for_event("task:result", timeout_s=90)
+        assert result["success"] is True
+        _, body = await asyncio.to_thread(
+            http, "GET", f"{gateway.url}/api/tasks/{task_id}", None, token
+        )
+        assert body["task"]["status"] == "completed", body
+        assert body["task"]["attempts"] == 2, body
+        lines = [d for n, d in watcher.session_events(session_id) if n == "task:stream"]
+        texts = [d["data"] for d in lines]
+        # The first attempt's lines, then the whole of the second, numbered on without a gap.
+        restart = len(texts) - LINES
+        assert restart >= 5
+        assert texts[:restart] == [f"line {n}" for n in range(1, restart + 1)]
+        assert texts[restart:] == [f"line {n}" for n in range(1, LINES + 1)]
+        assert [d["seq"] for d in lines] == list(range(1, len(lines) + 1))
+        # The first attempt's worker did not run on beside the second.
+        assert not any(_alive(p) for p in first_worker)
+    finally:
+        await watcher.close()
+
+
+async def _equals(value: object, expected: str) -> bool:
+    return await value == expected  # type: ignore[misc, no-any-return]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
