@@ -5,6 +5,8 @@
     orchestra agent                      the agent daemon
     orchestra agent create NAME          register an agent; prints its id and secret once
     orchestra user create NAME [--admin] create a user
+    orchestra run [--agent ID] -- CMD…   run a command on an agent, in this terminal
+    orchestra watch SESSION              follow a session's output
 
 The gateway and the agent daemon are imported only by the command that runs them, so
 `orchestra` itself stays free of the other packages (DESIGN.md §1).
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestra.errors import OrchestraError
 from orchestra.logs import configure
 from orchestra.settings import Settings, SettingsError
 
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OrchestraError as exc:
+        print(f"orchestra: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     return result
 
 
@@ -160,6 +166,42 @@ def create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_command(args: argparse.Namespace) -> int:
+    from orchestra.terminal import run_worker
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SettingsError("nothing to run: orchestra run [options] -- COMMAND [ARGS…]")
+    user, password = _credentials(args)
+    return asyncio.run(
+        run_worker(
+            _servers(args), user, password, command,
+            agent_id=args.agent, session_id=args.session, working_directory=args.cwd,
+        )
+    )  # fmt: skip
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from orchestra.terminal import watch_session
+
+    user, password = _credentials(args)
+    return asyncio.run(watch_session(_servers(args), user, password, args.session))
+
+
+def _servers(args: argparse.Namespace) -> list[str]:
+    given = args.server or os.environ.get("ORCHESTRA_SERVER_URL") or "http://127.0.0.1:8080"
+    return [url.strip() for url in given.split(",") if url.strip()]
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """The user to act as: --user or ORCHESTRA_USER, and ORCHESTRA_PASSWORD or a prompt."""
+    user = args.user or os.environ.get("ORCHESTRA_USER")
+    if not user:
+        raise SettingsError("who are you? pass --user or set ORCHESTRA_USER")
+    password = os.environ.get("ORCHESTRA_PASSWORD") or getpass.getpass(f"password for {user}: ")
+    return user, password
+
+
 def run_up(args: argparse.Namespace) -> int:
     from orchestra.up import up
 
@@ -193,6 +235,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--database-url")
     parser.add_argument("--data-dir", type=Path)
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server", help="gateway URL(s), comma-separated (default: ORCHESTRA_SERVER_URL)"
+    )
+    parser.add_argument("--user", help="default: ORCHESTRA_USER; password: ORCHESTRA_PASSWORD")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,6 +283,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent_create.add_argument("--secret-file", help="write the secret to this file (mode 600)")
     agent_create.set_defaults(run=create_agent)
+
+    run = commands.add_parser("run", help="run a command on an agent, in this terminal")
+    _client_options(run)
+    run.add_argument("--agent", help="the agent's id (default: the dispatcher picks one)")
+    run.add_argument("--session", help="run in this session (default: a new one)")
+    run.add_argument("--cwd", help="the working directory on the agent")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS…]")
+    run.set_defaults(run=run_command)
+
+    watch = commands.add_parser("watch", help="follow a session's output")
+    _client_options(watch)
+    watch.add_argument("session")
+    watch.set_defaults(run=run_watch)
 
     user = commands.add_parser("user", help="manage users")
     user_commands = user.add_subparsers(title="user commands")

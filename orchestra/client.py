@@ -82,7 +82,9 @@ class Client:
         self.max_delay_s = max_delay_s
         self.offline_after = offline_after
         self.state: State = "connecting"
-        self._sio = socketio.AsyncClient(reconnection=False)
+        # Our own reconnection (it rejoins sessions); and Ctrl-C is the application's to
+        # handle, not a reason for python-socketio to cancel every task in the process.
+        self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._last: dict[str, str | None] = {}  # session -> last eventId yielded
         self._epochs: dict[str, str] = {}
