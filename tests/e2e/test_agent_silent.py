@@ -13,9 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.conftest import PASSWORD
-from tests.support.processes import Deployment, http, wait_for
-from tests.support.web import WebClient, login
+from tests.e2e.conftest import Running
+from tests.support.processes import Deployment, http, process_alive, wait_for
 from tests.support.workers import printer
 
 LINES = 40
@@ -24,27 +23,26 @@ LINES = 40
 pytestmark = pytest.mark.sqlite_only
 
 
-async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_returns(
-    deployment: Deployment, tmp_path: Path
-) -> None:
+@pytest.fixture
+def deployment(deployment: Deployment) -> Deployment:
     deployment.extra_env["ORCHESTRA_AGENT_GRACE_PERIOD_S"] = "2"
-    await deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
-    gateway = await deployment.start_gateway("gw1")
-    agent = deployment.start_agent(agent_id, secret_file, gateway.url)
-    token = await login(gateway.url, "alice", PASSWORD)
-    watcher = WebClient()
-    await watcher.connect(gateway.url, token)
+    return deployment
+
+
+async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_returns(
+    running: Running, tmp_path: Path
+) -> None:
+    watcher = await running.client()
+    agent = running.agent
 
     async def status() -> str:
         agents = (await watcher.ok("agents:list", {}))["agents"]
-        return str(agents[0]["status"]) if agents else "none"
+        return str(agents[0]["status"])
 
     try:
-        await wait_for(lambda: _equals(status(), "online"), what="the agent online")
         started = await watcher.ok(
             "worker:start",
-            {"agentId": agent_id, "tool": "custom", "command": printer(LINES, 0.1),
+            {"agentId": running.agent_id, "tool": "custom", "command": printer(LINES, 0.1),
              "workingDirectory": str(tmp_path)},
         )  # fmt: skip
         session_id, task_id = started["sessionId"], started["taskId"]
@@ -65,7 +63,7 @@ async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_retur
         result = await watcher.wait_for_event("task:result", timeout_s=90)
         assert result["success"] is True
         _, body = await asyncio.to_thread(
-            http, "GET", f"{gateway.url}/api/tasks/{task_id}", None, token
+            http, "GET", f"{running.gateway.url}/api/tasks/{task_id}", None, running.token
         )
         assert body["task"]["status"] == "completed", body
         assert body["task"]["attempts"] == 2, body
@@ -78,17 +76,10 @@ async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_retur
         assert texts[restart:] == [f"line {n}" for n in range(1, LINES + 1)]
         assert [d["seq"] for d in lines] == list(range(1, len(lines) + 1))
         # The first attempt's worker did not run on beside the second.
-        assert not any(_alive(p) for p in first_worker)
+        assert not any(map(process_alive, first_worker))
     finally:
         await watcher.close()
 
 
 async def _equals(value: object, expected: str) -> bool:
     return await value == expected  # type: ignore[misc, no-any-return]
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from orchestra.db import Store
 from orchestra.redis_server import free_port
 
@@ -40,6 +42,14 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+def process_alive(process: psutil.Process) -> bool:
+    """True while the process runs (a zombie waiting for its parent does not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @dataclass
