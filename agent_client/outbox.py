@@ -3,8 +3,8 @@
 A task sends two kinds of events:
 
 - output items (`task:stream`, `worker:output`), numbered by `seq`, spooled to disk before
-  they are sent, and sent pipelined: many in flight, each ack (`{persistedSeq}`) moving the
-  acknowledged mark forward;
+  they are sent, and sent pipelined: up to `MAX_IN_FLIGHT` in flight, each ack
+  (`{persistedSeq}`) moving the acknowledged mark forward;
 - control events (`task:accepted`, `worker:status`, `task:result`, `task:rejected`, ...),
   each sent once everything before it is acknowledged, and awaited.
 
@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({"SYS_001", "RATE_001", "DB_001", "CONN_001", "CONN_002"})
 # Refusals of output meaning the gateway will never take this task's output from us.
 _UNWANTED = frozenset({"AUTH_002", "TASK_002"})
+# Output items sent ahead of the acknowledged mark. Without a cap, a worker printing faster
+# than the gateway stores queues thousands of events on the socket, and everything behind
+# them waits too: heartbeats, command acks, and the websocket's pong, whose timeout then
+# drops the connection.
+MAX_IN_FLIGHT = 256
 
 
 class Sender(Protocol):
@@ -203,6 +208,7 @@ class TaskOutbox:
             head = self._controls[0] if self._controls else None
             sent = max(sent, self.spool.persisted_seq)
             limit = head.after_seq if head is not None else self.spool.last_seq
+            limit = min(limit, self.spool.persisted_seq + MAX_IN_FLIGHT)
             if sent >= limit:
                 return sent
             if sent == self.spool.persisted_seq:
