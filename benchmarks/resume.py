@@ -36,6 +36,8 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="orchestra-resume-"))
     async with RedisServer(data_dir=root / "redis", appendonly=False) as redis:
         deployment = Deployment(root, redis.url, f"sqlite+aiosqlite:///{root / 'o.db'}")
+        # The live stream must keep every event written, or the join gets session:resync.
+        deployment.extra_env["ORCHESTRA_SESSION_STREAM_MAX_EVENTS"] = str(args.events + 100)
         try:
             await deployment.create_user("bench", "bench-password")
             gateway = await deployment.start_gateway("resume")
