@@ -34,6 +34,14 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     async def start_node(app: Sanic) -> None:
         await node.start()
 
+    @app.before_server_stop
+    async def close_sockets(app: Sanic) -> None:
+        """Close every socket while the node can still act on it (an agent goes offline at
+        once and reconnects elsewhere), leaving no ping task of theirs behind."""
+        if node.sio.eio.sockets:
+            await node.sio.eio.disconnect()
+        await node.sio.shutdown()
+
     @app.after_server_stop
     async def stop_node(app: Sanic) -> None:
         await node.stop()
