@@ -114,19 +114,27 @@ class Operations:
             raise InvalidParameters("the custom tool needs a command")
         strategy(request.strategy)  # an unknown strategy is a PARAM_001 now, not later
         agent_id = request.agent_id
-        if agent_id is not None:
-            await self._require_available(who, agent_id)
-        if request.session_id is not None:
-            session = await self.session_for(who, request.session_id)
-            if session["status"] == "ended":
-                raise InvalidParameters("the session has ended")
-            sid = session["id"]
-        else:
-            sid = (await self.create_session(who, agent_id=agent_id))["id"]
         task_id = request.task_id or new_id()
-        claimed = await self.redis.hsetnx(keys.task_index(), task_id, sid)
-        if not claimed and await self.session_of_task(task_id) != sid:
-            raise InvalidParameters("taskId is already in use")
+        # A start sent again with the same taskId (its answer was lost with a gateway) is
+        # the same start: it is finished if need be and answered, never run twice.
+        earlier = await self.session_of_task(task_id) if request.task_id else None
+        if earlier is not None:
+            if request.session_id not in (None, earlier):
+                raise InvalidParameters("taskId is already in use")
+            sid = (await self.session_for(who, earlier))["id"]
+        else:
+            if agent_id is not None:
+                await self._require_available(who, agent_id)
+            if request.session_id is not None:
+                session = await self.session_for(who, request.session_id)
+                if session["status"] == "ended":
+                    raise InvalidParameters("the session has ended")
+                sid = session["id"]
+            else:
+                sid = (await self.create_session(who, agent_id=agent_id))["id"]
+            claimed = await self.redis.hsetnx(keys.task_index(), task_id, sid)
+            if not claimed and await self.session_of_task(task_id) != sid:
+                raise InvalidParameters("taskId is already in use")
         self._remember(task_id, sid)
         view = await self.system.ref(task_address(sid, task_id)).ask(
             "create",

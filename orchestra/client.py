@@ -14,9 +14,9 @@ Given several gateway URLs, each reconnect goes to one of them at random. Where 
 stream no longer reaches back to the last eventId (`session:resync`), the missed events
 are read from the history over REST before joining again.
 
-Requests that are safe to repeat (input, stop, permission decisions, joins) are sent again
-with the same envelope `id` when the connection drops before their answer; the gateway
-takes a repeated input once.
+Requests are sent again when the connection drops before their answer: input with the
+same envelope `id` and a start with the same `taskId`, which the gateway takes once;
+stop and join, which are harmless twice.
 """
 
 from __future__ import annotations
@@ -180,9 +180,14 @@ class Client:
         except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
             raise _Dropped from None
 
-    async def start(self, *, tool: str, **fields: Any) -> dict[str, Any]:
+    async def start(self, *, tool: str, timeout_s: float = 60, **fields: Any) -> dict[str, Any]:
+        """Start a worker; once, whatever drops between (the taskId is chosen here, and the
+        gateway answers a repeated start with the task it already started)."""
         payload = {"tool": tool, **{_camel(k): v for k, v in fields.items() if v is not None}}
-        started: dict[str, Any] = await self.request("worker:start", payload)
+        payload.setdefault("taskId", new_id())
+        started: dict[str, Any] = await self.request(
+            "worker:start", payload, timeout_s, repeat=True
+        )
         return started
 
     async def send_input(self, task_id: str, text: str, timeout_s: float = 60) -> None:

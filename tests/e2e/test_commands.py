@@ -4,6 +4,7 @@ taken once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from actors import Scripts
 from orchestra import keys
 from tests.e2e.conftest import Running
 from tests.e2e.test_walking_skeleton import start_echo_worker, stream_lines
-from tests.support.processes import Deployment
+from tests.support.processes import Deployment, http
+from tests.support.workers import printer
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
 pytestmark = pytest.mark.sqlite_only
@@ -73,5 +75,29 @@ async def test_an_input_sent_again_with_the_same_id_reaches_the_worker_once(
             "echo 1: once",
             "echo 2: twice",
         ]
+    finally:
+        await client.close()
+
+
+async def test_a_start_sent_again_with_the_same_task_id_starts_one_worker(
+    running: Running, tmp_path: Path
+) -> None:
+    client = await running.client()
+    try:
+        start = {"taskId": "my-task-1", "agentId": running.agent_id, "tool": "custom",
+                 "command": printer(3, 0.01), "workingDirectory": str(tmp_path)}  # fmt: skip
+        first = await client.ok("worker:start", start)
+        again = await client.ok("worker:start", start)  # the first answer was lost
+        assert (again["taskId"], again["sessionId"]) == (first["taskId"], first["sessionId"])
+        await client.ok("session:join", {"sessionId": first["sessionId"]})
+        await client.wait_for_event("task:result")
+        lines = stream_lines(client.session_events(first["sessionId"]))
+        assert [text for _, text in lines] == ["line 1", "line 2", "line 3"]
+        status, body = await asyncio.to_thread(
+            http, "GET", f"{running.gateway.url}/api/sessions/{first['sessionId']}", None,
+            running.token,
+        )  # fmt: skip
+        assert status == 200, body
+        assert [t["id"] for t in body["session"]["tasks"]] == ["my-task-1"]
     finally:
         await client.close()
