@@ -23,8 +23,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.history import Event, History, parse_id, resumable
+from gateway.history import Event, History, resumable
 from orchestra.aio import cancel_and_wait
+from orchestra.codec import parse_event_id
 from orchestra.errors import OrchestraError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class SessionFeed:
                     break
                 # A trim that passes this cursor meanwhile sends the rest from the archive.
                 page = await self.history.page(session_id, last, _PAGE)
-            cursor = parse_id(last) if last else (0, 0)
+            cursor = parse_event_id(last) if last else (0, 0)
             self._cursors.setdefault(session_id, {})[socket] = cursor
             if session_id not in self._tailers:
                 self._tailers[session_id] = asyncio.create_task(
@@ -120,7 +121,7 @@ class SessionFeed:
             async with lock:
                 watchers = self._cursors.get(session_id, {})
                 for event in events:
-                    position = parse_id(event.event_id)
+                    position = parse_event_id(event.event_id)
                     for socket, seen in list(watchers.items()):
                         if position > seen:
                             watchers[socket] = position

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from actors import streams
 from actors.trim import TRIMMED_TO
 from orchestra import keys
+from orchestra.codec import parse_event_id
 from orchestra.db import Store
 from orchestra.db.models import SessionEventRecord
 
@@ -39,33 +40,16 @@ class Event:
         return {"eventId": self.event_id, "event": self.name, "data": self.data}
 
 
-def parse_id(event_id: str) -> tuple[int, int]:
-    """A stream entry id "<ms>-<seq>" (or "<ms>", as Redis takes it) as two numbers."""
-    ms, _, seq = event_id.partition("-")
-    seq = seq or "0"
-    if not (ms.isdigit() and seq.isdigit() and int(ms) < 2**64 and int(seq) < 2**64):
-        raise ValueError(f"not a stream entry id: {event_id!r}")
-    return int(ms), int(seq)
-
-
-def valid_id(event_id: str) -> bool:
-    try:
-        parse_id(event_id)
-    except ValueError:
-        return False
-    return True
-
-
 def _full(event_id: str | None) -> str | None:
     """An id in the "<ms>-<seq>" form that the SQL archive expects."""
-    return None if event_id is None else "{}-{}".format(*parse_id(event_id))
+    return None if event_id is None else "{}-{}".format(*parse_event_id(event_id))
 
 
 def resumable(after: str | None, trimmed_to: str | None) -> bool:
     """Whether the stream still holds every event after `after` (after None: every event)."""
     if not trimmed_to:
         return True
-    return after is not None and parse_id(after) >= parse_id(trimmed_to)
+    return after is not None and parse_event_id(after) >= parse_event_id(trimmed_to)
 
 
 class History:

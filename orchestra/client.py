@@ -34,7 +34,7 @@ from typing import Any, Literal, Self
 import socketio
 
 from orchestra.aio import cancel_and_wait
-from orchestra.codec import new_id
+from orchestra.codec import new_id, parse_event_id
 from orchestra.errors import ConnectionTimeout, OrchestraError, from_info
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class Client:
         event_id = data.get("eventId")
         if name in SESSION_EVENTS and session_id in self._last and event_id:
             last = self._last[session_id]
-            if last is not None and _key(event_id) <= _key(last):
+            if last is not None and parse_event_id(event_id) <= parse_event_id(last):
                 return  # already yielded (a replay overlapping what we had)
             self._last[session_id] = event_id
         await self._queue.put((name, data))
@@ -316,11 +316,6 @@ class Client:
                 # The new connection failed us too; its drop starts the next round.
                 log.info("resuming on %s failed: %s", self.url, exc)
             return
-
-
-def _key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _camel(name: str) -> str:

@@ -38,7 +38,9 @@ __all__ = [
     "json_size",
     "new_id",
     "now_iso",
+    "parse_event_id",
     "parse_timestamp",
+    "valid_event_id",
 ]
 
 PROTOCOL_VERSION = "1.0"
@@ -50,6 +52,24 @@ Source = Literal["web", "server", "agent"]
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def parse_event_id(event_id: str) -> tuple[int, int]:
+    """A session's eventId, a Redis stream entry id "<ms>-<seq>" (or "<ms>", as Redis takes
+    it), as the two numbers that order eventIds; ValueError for anything else."""
+    ms, _, seq = event_id.partition("-")
+    seq = seq or "0"
+    if not (ms.isdigit() and seq.isdigit() and int(ms) < 2**64 and int(seq) < 2**64):
+        raise ValueError(f"not a stream entry id: {event_id!r}")
+    return int(ms), int(seq)
+
+
+def valid_event_id(event_id: str) -> bool:
+    try:
+        parse_event_id(event_id)
+    except ValueError:
+        return False
+    return True
 
 
 def format_timestamp(moment: datetime) -> str:

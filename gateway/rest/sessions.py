@@ -8,8 +8,8 @@ from sanic.response import HTTPResponse, json
 
 from actors import session_address
 from gateway.auth import Principal
-from gateway.history import valid_id
 from gateway.rest.common import body, caller, node_of
+from orchestra.codec import valid_event_id
 from orchestra.errors import Forbidden, InvalidParameters, OrchestraError
 from orchestra.protocol import Payload
 
@@ -98,7 +98,7 @@ async def session_events(request: Request, session_id: str) -> HTTPResponse:
     node = node_of(request)
     await node.ops.session_for(who, session_id)
     after = request.args.get("after") or None
-    if after is not None and not valid_id(after):
+    if after is not None and not valid_event_id(after):
         raise InvalidParameters("after must be an eventId")
     try:
         limit = int(request.args.get("limit", "500"))

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from gateway.auth import Principal, user_view
-from gateway.history import valid_id
 from gateway.sockets.base import BaseNamespace, ConnectionRefused
+from orchestra.codec import valid_event_id
 from orchestra.errors import AuthenticationFailed, OrchestraError
 from orchestra.protocol import (
     SessionJoin,
@@ -106,7 +106,7 @@ class WebNamespace(BaseNamespace):
         resync: str
         if request.epoch is not None and request.epoch != epoch:
             resync = "the session's event stream was begun anew (epoch changed)"
-        elif request.last_event_id is not None and not valid_id(request.last_event_id):
+        elif request.last_event_id is not None and not valid_event_id(request.last_event_id):
             resync = "lastEventId is not an eventId of this session"
         else:
             joined = await self.node.feed.join(state["id"], sid, request.last_event_id)

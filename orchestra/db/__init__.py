@@ -14,7 +14,7 @@ from orchestra.db.models import (
     User,
 )
 from orchestra.db.passwords import hash_password, verify_password
-from orchestra.db.store import DuplicateError, Store, StoreError, parse_event_id
+from orchestra.db.store import DuplicateError, Store, StoreError
 
 __all__ = [
     "AIConfig",
@@ -28,6 +28,5 @@ __all__ = [
     "TaskRecord",
     "User",
     "hash_password",
-    "parse_event_id",
     "verify_password",
 ]

@@ -22,21 +22,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import and_, col, select
 
+from orchestra.codec import parse_event_id
 from orchestra.db.accounts import AccountStore
 from orchestra.db.base import DuplicateError, StoreError, check_fields, guarded
 from orchestra.db.models import SessionEventRecord, SessionRecord, TaskRecord, new_id
 
-__all__ = ["DuplicateError", "Store", "StoreError", "parse_event_id"]
-
-# Rows per INSERT when archiving events: well under both drivers' bound-parameter limits.
-
-
-def parse_event_id(event_id: str) -> tuple[int, int]:
-    """Split a Redis stream entry ID "<ms>-<seq>" into its two numbers."""
-    ms, sep, seq = event_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
-        raise ValueError(f"not a stream entry ID: {event_id!r}")
-    return int(ms), int(seq)
+__all__ = ["DuplicateError", "Store", "StoreError"]
 
 
 class Store(AccountStore):

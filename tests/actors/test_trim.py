@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 
 from actors import KINDS, ActorEnv, ActorSystem, Scripts, session_address, streams
 from actors.trim import PAGE, TRIMMED_TO
-from gateway.history import History, parse_id, resumable
+from gateway.history import History, resumable
 from gateway.jobs import trim_session_streams
 from orchestra import keys
+from orchestra.codec import parse_event_id
 from orchestra.db import Store
 from orchestra.redis_server import RedisServer
 from orchestra.settings import Settings
@@ -135,7 +136,7 @@ async def test_history_reads_archive_then_stream_in_any_page_size(node: Node) ->
     assert archived.data["eventId"] == everything[1] and archived.data["seq"] == 1
     # `after` given as a bare millisecond id, as Redis takes it, works on the archive too.
     bare = everything[1].split("-")[0]
-    expected = next(i for i in everything if parse_id(i) > (int(bare), 0))
+    expected = next(i for i in everything if parse_event_id(i) > (int(bare), 0))
     assert [e.event_id for e in await node.history.page(sid, bare, 1)] == [expected]
 
 

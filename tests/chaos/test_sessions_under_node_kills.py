@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from orchestra.client import Client
-from tests.e2e.conftest import PASSWORD
+from orchestra.codec import parse_event_id
 from tests.support.processes import Deployment, Gateway, http, wait_for
+from tests.support.running import PASSWORD
 from tests.support.web import login
 
 AGENTS = 10
@@ -192,7 +193,7 @@ def _check_watcher(watcher: Watcher, task_id: str, typed: list[str]) -> None:
     lines = [d for d in watcher.lines() if d["taskId"] == task_id]
     seqs = [d["seq"] for d in lines]
     assert seqs == list(range(1, len(seqs) + 1)), f"seqs not 1..n once each: {seqs}"
-    event_ids = [_key(d["eventId"]) for _, d in watcher.events if "eventId" in d]
+    event_ids = [parse_event_id(d["eventId"]) for _, d in watcher.events if "eventId" in d]
     assert all(a < b for a, b in itertools.pairwise(event_ids)), "eventIds not increasing"
     texts = [d["data"] for d in lines]
     assert [t for t in texts if t.startswith("line ")] == [f"line {n}" for n in range(1, LINES + 1)]
@@ -201,8 +202,3 @@ def _check_watcher(watcher: Watcher, task_id: str, typed: list[str]) -> None:
     twice = {text: n for text, n in answers.items() if n != 1}
     assert not twice, f"inputs that reached the worker more than once: {twice}"
     assert texts[-1] == "bye"
-
-
-def _key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq)

@@ -15,9 +15,10 @@ from typing import Any
 
 import jwt
 
-from tests.e2e.conftest import PASSWORD, Running
+from orchestra.codec import parse_event_id
 from tests.e2e.test_handshake import agent_auth, agent_gets_in, refused_code, user_token
 from tests.support.processes import Deployment, wait_for
+from tests.support.running import PASSWORD, Running
 
 MIB = 1024 * 1024
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -87,11 +88,6 @@ async def log_in(url: str, username: str, password: str) -> dict[str, Any]:
         "POST", url + "/api/auth/login", {"username": username, "password": password}
     )
     return login
-
-
-def event_key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq)
 
 
 # -- auth -----------------------------------------------------------------------------------
@@ -511,7 +507,7 @@ async def test_a_task_over_rest_and_its_history(running: Running, tmp_path: Path
 
     events = await wait_for(has_result, what="task:result in the history")
     ids = [e["eventId"] for e in events]
-    keys = [event_key(i) for i in ids]
+    keys = [parse_event_id(i) for i in ids]
     assert keys == sorted(set(keys)), "eventIds must strictly increase"
     streams = [e for e in events if e["event"] == "task:stream"]
     assert [(e["data"]["type"], e["data"]["data"]) for e in streams] == [("stdout", "hi")]

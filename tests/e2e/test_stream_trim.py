@@ -13,9 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from orchestra import keys
-from tests.e2e.conftest import Running
-from tests.e2e.test_rest import event_key, ok
+from orchestra.codec import parse_event_id
+from tests.e2e.test_rest import ok
 from tests.support.processes import Deployment, wait_for
+from tests.support.running import Running
 from tests.support.web import WebClient
 from tests.support.workers import printer
 
@@ -76,7 +77,7 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
         events = (await history(url, token, sid))["events"]
         ids = [e["eventId"] for e in events]
         assert [d["eventId"] for _, d in seen] == ids
-        assert [event_key(i) for i in ids] == sorted({event_key(i) for i in ids})
+        assert [parse_event_id(i) for i in ids] == sorted({parse_event_id(i) for i in ids})
         assert len(ids) > LINES > CAP  # session:updated and statuses besides the lines
         lines = [e["data"] for e in events if e["event"] == "task:stream"]
         assert [(d["seq"], d["data"]) for d in lines] == [(n, f"line {n}") for n in range(1, 301)]

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Running
+from orchestra.codec import parse_event_id
+from tests.support.running import Running
 from tests.support.web import WebClient
 
 WORKER = Path(__file__).with_name("echo_worker.py")
@@ -23,11 +24,6 @@ EXPECTED_LINES = [
     ("stderr", "worker: done"),
     ("stdout", "worker: bye"),
 ]
-
-
-def event_key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq)
 
 
 def stream_lines(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
@@ -79,7 +75,7 @@ async def test_output_reaches_the_watcher_in_order_and_resumes_after_reconnect(
     assert [d["seq"] for d in lines] == list(range(1, len(EXPECTED_LINES) + 1))
     assert all(d["taskId"] == task_id and d["agentId"] == running.agent_id for d in lines)
     # Every session event carries an eventId, strictly increasing.
-    ids = [event_key(d["eventId"]) for _, d in events]
+    ids = [parse_event_id(d["eventId"]) for _, d in events]
     assert ids == sorted(set(ids)), "eventIds must strictly increase, each once"
     # The worker completed, then the result came, with exit code 0.
     statuses = [d["status"] for name, d in events if name == "worker:status"]
