@@ -15,7 +15,7 @@ import time
 from redis.asyncio import Redis
 
 from actors import ActorSystem, agent_address
-from actors.values import read_state
+from actors.values import read_fields, text
 from orchestra import keys
 from orchestra.codec import parse_timestamp
 
@@ -27,15 +27,18 @@ async def find_silent_agents(
 ) -> None:
     silent_after_s = SILENT_AFTER_INTERVALS * heartbeat_interval_s
     now = time.time()
-    for agent_id in await redis.smembers(keys.agents_online()):
-        state = await read_state(redis, agent_address(str(agent_id)).state_key())
+    agent_ids = [text(a) for a in await redis.smembers(keys.agents_online())]
+    states = await read_fields(
+        redis, [agent_address(a).state_key() for a in agent_ids], ["lastHeartbeat", "socketId"]
+    )
+    for agent_id, state in zip(agent_ids, states, strict=True):
         heard_at = state.get("lastHeartbeat")
         if (
             isinstance(heard_at, str)
             and now - parse_timestamp(heard_at).timestamp() < silent_after_s
         ):
             continue
-        await system.ref(agent_address(str(agent_id))).tell(
+        await system.ref(agent_address(agent_id)).tell(
             "heartbeat:missed",
             {"socketId": state.get("socketId"), "silentAfterS": silent_after_s},
         )

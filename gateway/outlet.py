@@ -71,6 +71,5 @@ class SocketOutlet:
                 await self.redis.xtrim(
                     keys.agent_outbox(agent_id), minid=f"0-{command_id + 1}", approximate=False
                 )
-                await self.redis.hset(keys.agent(agent_id), "ackedCommandId", command_id)
 
         return acknowledged
