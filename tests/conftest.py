@@ -12,6 +12,7 @@ from orchestra.redis_server import RedisServer
 from tests.support.postgres import PostgresServer, postgres_database, postgres_server
 from tests.support.processes import Deployment
 from tests.support.redis import redis_server
+from tests.support.running import Running, start_running
 
 
 @pytest_asyncio.fixture
@@ -59,12 +60,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, redis: RedisServer, database_url: str) -> Iterator[Deployment]:
+def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, redis: RedisServer, database_url: str
+) -> Iterator[Deployment]:
+    """Redis, SQL and the test's processes; `@pytest.mark.orchestra_env(NAME=value)` adds
+    settings to the environment of every process the test starts."""
     deployment = Deployment(root=tmp_path, redis_url=redis.url, database_url=database_url)
+    for marker in request.node.iter_markers("orchestra_env"):
+        deployment.extra_env.update(marker.kwargs)
     try:
         yield deployment
     finally:
         deployment.stop_all()
+
+
+@pytest_asyncio.fixture
+async def running(deployment: Deployment) -> Running:
+    """alice, her agent, a gateway and the agent daemon, the agent online."""
+    return await start_running(deployment)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

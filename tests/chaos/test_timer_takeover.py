@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from actors import agent_address
-from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, Gateway, http, wait_for
+from tests.support.running import PASSWORD
 from tests.support.web import WebClient, login
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
@@ -47,12 +47,7 @@ async def test_a_grace_timer_fires_after_the_node_that_set_it_is_killed(
     watcher = WebClient()
     await watcher.connect(others[1].url, await login(others[1].url, "alice", PASSWORD))
     try:
-
-        async def online() -> bool:
-            agents = (await watcher.ok("agents:list", {}))["agents"]
-            return bool(agents) and agents[0]["status"] == "online"
-
-        await wait_for(online, what="the agent online")
+        await wait_for(lambda: watcher.agent_status_is("online"), what="the agent online")
         started = await watcher.ok(
             "worker:start",
             {"agentId": agent_id, "tool": "custom", "command": "echo up; exec sleep 30",
@@ -62,12 +57,7 @@ async def test_a_grace_timer_fires_after_the_node_that_set_it_is_killed(
         await watcher.wait_for_event("task:stream", lambda d: d["data"] == "up")
 
         agent.kill()  # the agent actor sets its grace timer on the holder...
-
-        async def offline() -> bool:
-            agents = (await watcher.ok("agents:list", {}))["agents"]
-            return agents[0]["status"] == "offline"
-
-        await wait_for(offline, what="the agent offline")
+        await wait_for(lambda: watcher.agent_status_is("offline"), what="the agent offline")
         holder.kill()  # ...which dies before the timer is due
         requeued = await watcher.wait_for_event(
             "worker:status",

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD
-from tests.support.processes import Deployment, wait_for
-from tests.support.web import WebClient, login
+from tests.support.processes import wait_for
+from tests.support.running import Running
 from tests.support.workers import printer
 
 LINES = 60
@@ -20,23 +19,12 @@ pytestmark = pytest.mark.sqlite_only
 
 
 async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
-    deployment: Deployment, tmp_path: Path
+    running: Running, tmp_path: Path
 ) -> None:
-    await deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
-    gateway = await deployment.start_gateway("gw1")
-    agent = deployment.start_agent(agent_id, secret_file, gateway.url)
-    watcher = WebClient()
-    await watcher.connect(gateway.url, await login(gateway.url, "alice", PASSWORD))
-
-    async def online(client: WebClient) -> bool:
-        agents = (await client.ok("agents:list", {}))["agents"]
-        return bool(agents) and agents[0]["status"] == "online"
-
-    await wait_for(lambda: online(watcher), what="the agent online")
+    watcher = await running.client()
     started = await watcher.ok(
         "worker:start",
-        {"agentId": agent_id, "tool": "custom", "command": printer(LINES),
+        {"agentId": running.agent_id, "tool": "custom", "command": printer(LINES),
          "workingDirectory": str(tmp_path)},
     )  # fmt: skip
     await watcher.ok("session:join", {"sessionId": started["sessionId"]})
@@ -46,16 +34,15 @@ async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
     last_seen = seen[-1][1]["eventId"]
 
     # The gateway goes away for longer than a heartbeat (2 s here); the worker prints on.
-    gateway.kill()
-    spool = deployment.root / "agents" / agent_id / "spool"
+    running.gateway.kill()
+    spool = running.deployment.root / "agents" / running.agent_id / "spool"
     await wait_for(
         lambda: any(p.stat().st_size > 0 for p in spool.glob("*.jsonl")),
         what="output to pile up in the agent's spool",
     )
-    gateway = await deployment.start_gateway("gw1", port=gateway.port)
+    await running.deployment.start_gateway("gw1", port=running.gateway.port)
 
-    again = WebClient()
-    await again.connect(gateway.url, await login(gateway.url, "alice", PASSWORD))
+    again = await running.client()
     try:
         await again.ok(
             "session:join", {"sessionId": started["sessionId"], "lastEventId": last_seen}
@@ -69,6 +56,6 @@ async def test_output_printed_while_the_agent_is_cut_off_arrives_once(
             lambda: all(p.stat().st_size == 0 for p in spool.glob("*.jsonl")),
             what="the agent's spool to be empty",
         )
-        assert agent.alive()
+        assert running.agent.alive()
     finally:
         await again.close()

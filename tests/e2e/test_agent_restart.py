@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.conftest import Running
 from tests.support.processes import http, process_alive, wait_for
+from tests.support.running import Running
 from tests.support.web import WebClient
 from tests.support.workers import printer
 

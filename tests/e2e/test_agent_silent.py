@@ -13,20 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.conftest import Running
-from tests.support.processes import Deployment, http, process_alive, wait_for
+from tests.support.processes import http, process_alive, wait_for
+from tests.support.running import Running
 from tests.support.workers import printer
 
 LINES = 40
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
-pytestmark = pytest.mark.sqlite_only
-
-
-@pytest.fixture
-def deployment(deployment: Deployment) -> Deployment:
-    deployment.extra_env["ORCHESTRA_AGENT_GRACE_PERIOD_S"] = "2"
-    return deployment
+pytestmark = [
+    pytest.mark.sqlite_only,
+    pytest.mark.orchestra_env(ORCHESTRA_AGENT_GRACE_PERIOD_S="2"),
+]
 
 
 async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_returns(
@@ -34,10 +31,6 @@ async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_retur
 ) -> None:
     watcher = await running.client()
     agent = running.agent
-
-    async def status() -> str:
-        agents = (await watcher.ok("agents:list", {}))["agents"]
-        return str(agents[0]["status"])
 
     try:
         started = await watcher.ok(
@@ -52,7 +45,7 @@ async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_retur
 
         os.kill(agent.popen.pid, signal.SIGSTOP)  # alive, connected, and saying nothing
         try:
-            await wait_for(lambda: _equals(status(), "offline"), what="the agent offline")
+            await wait_for(lambda: watcher.agent_status_is("offline"), what="the agent offline")
             await watcher.wait_for_event(
                 "worker:status",
                 lambda d: d["status"] == "queued" and "queued again" in (d.get("message") or ""),
@@ -79,7 +72,3 @@ async def test_a_silent_agent_goes_offline_and_its_task_runs_again_when_it_retur
         assert not any(map(process_alive, first_worker))
     finally:
         await watcher.close()
-
-
-async def _equals(value: object, expected: str) -> bool:
-    return await value == expected  # type: ignore[misc, no-any-return]

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from orchestra.client import Client
-from tests.e2e.conftest import PASSWORD
-from tests.support.processes import Deployment, wait_for
-from tests.support.workers import printer
+from tests.support.client_run import start_printing
+from tests.support.processes import wait_for
+from tests.support.running import Running
 
 LINES = 50
 
@@ -21,45 +18,20 @@ pytestmark = pytest.mark.sqlite_only
 
 
 async def test_the_client_resumes_by_itself_after_the_gateway_restarts(
-    deployment: Deployment, tmp_path: Path
+    running: Running, tmp_path: Path
 ) -> None:
-    await deployment.create_user("alice", PASSWORD)
-    agent_id, secret_file = await deployment.create_agent("box", owner="alice")
-    gateway = await deployment.start_gateway("gw1")
-    deployment.start_agent(agent_id, secret_file, gateway.url)
-    client = await Client.login(gateway.url, "alice", PASSWORD)
-    received: list[tuple[str, dict[str, Any]]] = []
-
-    async def consume() -> None:
-        async for event, data in client.events():
-            received.append((event, data))
-
-    consumer = asyncio.create_task(consume())
+    run = await start_printing(
+        running.gateway.url, running.token, running.agent_id, LINES, tmp_path
+    )
     try:
-
-        async def online() -> bool:
-            agents = (await client.request("agents:list", {}))["agents"]
-            return bool(agents) and agents[0]["status"] == "online"
-
-        await wait_for(online, what="the agent online")
-        started = await client.start(
-            tool="custom", agent_id=agent_id, command=printer(LINES),
-            working_directory=str(tmp_path),
-        )  # fmt: skip
-        await client.join(started["sessionId"])
-        await wait_for(lambda: any(d.get("data") == "line 5" for _, d in received), what="line 5")
-        gateway.kill()
-        await wait_for(lambda: client.state != "online", what="the client to notice")
-        await deployment.start_gateway("gw1", port=gateway.port)
-        await wait_for(
-            lambda: any(e == "task:result" for e, _ in received), what="the result",
-            timeout_s=90,
-        )  # fmt: skip
-        assert client.state == "online"
-        lines = [d for e, d in received if e == "task:stream"]
-        assert [d["data"] for d in lines] == [f"line {n}" for n in range(1, LINES + 1)]
-        ids = [d["eventId"] for e, d in received if d.get("sessionId") == started["sessionId"]]
+        running.gateway.kill()
+        await wait_for(lambda: run.client.state != "online", what="the client to notice")
+        await running.deployment.start_gateway("gw1", port=running.gateway.port)
+        await run.finished(timeout_s=90)
+        assert run.client.state == "online"
+        assert [d["data"] for d in run.lines()] == [f"line {n}" for n in range(1, LINES + 1)]
+        session_id = run.started["sessionId"]
+        ids = [d["eventId"] for _, d in run.received if d.get("sessionId") == session_id]
         assert len(ids) == len(set(ids))
     finally:
-        await client.close()
-        consumer.cancel()
+        await run.close()

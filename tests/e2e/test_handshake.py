@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 import socketio
 
-from tests.e2e.conftest import PASSWORD, Running
 from tests.support.processes import Deployment, Gateway, http, wait_for
+from tests.support.running import PASSWORD, Running
 from tests.support.web import WebClient
 
 # -- helpers (test_rest.py uses them too) ---------------------------------------------------

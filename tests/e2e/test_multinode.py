@@ -7,9 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import PASSWORD
 from tests.e2e.test_walking_skeleton import WORKER
 from tests.support.processes import Deployment, http, wait_for
+from tests.support.running import PASSWORD
 from tests.support.web import WebClient, login
 
 
@@ -37,12 +37,9 @@ async def test_a_worker_on_one_node_is_driven_and_watched_from_another(
     watcher = WebClient()  # only watches, through gw3
     await watcher.connect(nodes[2].url, await login(nodes[2].url, "alice", PASSWORD))
     try:
-
-        async def online() -> bool:
-            agents = (await driver.ok("agents:list", {}))["agents"]
-            return bool(agents) and agents[0]["status"] == "online"
-
-        await wait_for(online, what="the agent online, seen from another node")
+        await wait_for(
+            lambda: driver.agent_status_is("online"), what="the agent online, from another node"
+        )
         started = await driver.ok(
             "worker:start",
             {

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD
 from tests.support.processes import Deployment, http, wait_for
+from tests.support.running import PASSWORD
 from tests.support.web import WebClient, login
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Running
 from tests.e2e.test_walking_skeleton import WORKER
 from tests.support.processes import wait_for
+from tests.support.running import PASSWORD, Running
 
 # The SQL backend plays no part here: SQLite only (tests/db and the REST tests cover both).
 pytestmark = pytest.mark.sqlite_only

@@ -59,6 +59,13 @@ class WebClient:
             if name in SESSION_EVENTS and data.get("sessionId") == session_id
         ]
 
+    async def agent_status_is(self, status: str, agent_id: str | None = None) -> bool:
+        """Whether the agent (the first one listed, without an id) shows `status`."""
+        agents = (await self.ok("agents:list", {}))["agents"]
+        if agent_id is not None:
+            agents = [a for a in agents if a["id"] == agent_id]
+        return bool(agents) and agents[0]["status"] == status
+
     async def wait_for_event(
         self, name: str, predicate: Any = None, timeout_s: float = 60.0
     ) -> dict[str, Any]:
