@@ -11,11 +11,12 @@ from orchestra.protocol.agent import (
     TaskResult,
     TaskStream,
     WorkerOutput,
+    WorkerPermissionCancelled,
     WorkerPermissionRequest,
     WorkerStatusReport,
 )
 from orchestra.protocol.base import Payload, View
-from orchestra.protocol.views import AgentLoad, AgentView, SessionView, TaskView
+from orchestra.protocol.views import AgentLoad, AgentView, PermissionView, SessionView, TaskView
 from orchestra.protocol.web import (
     AgentsList,
     SessionJoin,
@@ -35,6 +36,7 @@ __all__ = [
     "AgentsList",
     "CommandAck",
     "Payload",
+    "PermissionView",
     "Pong",
     "SessionJoin",
     "SessionLeave",
@@ -49,6 +51,7 @@ __all__ = [
     "View",
     "WorkerInput",
     "WorkerOutput",
+    "WorkerPermissionCancelled",
     "WorkerPermissionDecision",
     "WorkerPermissionRequest",
     "WorkerStart",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from orchestra.protocol.base import Payload
 
-OutputType = Literal["user", "assistant", "tool", "tool-result", "system"]
+OutputType = Literal["user", "assistant", "thinking", "tool", "tool-result", "system", "result"]
 StreamType = Literal["stdout", "stderr", "log"]
 AgentReportedStatus = Literal["starting", "running", "paused", "completed", "error", "cancelled"]
 
@@ -19,20 +19,38 @@ class SystemInfo(BaseModel):
     disk: float = Field(ge=0)
 
 
+Attempt = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
 class RunningTask(Payload):
     task_id: str = Field(min_length=1, max_length=128)
+    attempt: Attempt | None = None
     last_seq: int = Field(0, ge=0)
+
+
+class ToolRef(BaseModel):
+    """A tool the agent found on its machine (`claude`, `custom`, ...) and its version."""
+
+    name: str = Field(min_length=1, max_length=64)
+    version: str | None = Field(None, max_length=64)
 
 
 class AgentRegister(Payload):
     agent_id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1, max_length=256)
     capabilities: list[str] = Field(default_factory=list, max_length=64)
-    version: str = Field(max_length=64)
+    tools: list[ToolRef] = Field(default_factory=list, max_length=64)
+    agent_version: str | None = Field(None, max_length=64)
     metadata: dict[str, Any] | None = None
     max_concurrency: int | None = Field(None, gt=0, le=1024)
     last_command_id: int | None = Field(None, ge=0)
     running_tasks: list[RunningTask] | None = None
+
+    @property
+    def software_version(self) -> str | None:
+        """`agentVersion` (1.1); a 1.0 agent put its version in `version`, where the
+        envelope's protocol version also lives."""
+        return self.agent_version or self.version
 
 
 class AgentHeartbeat(Payload):
@@ -43,6 +61,8 @@ class AgentHeartbeat(Payload):
 class TaskRef(Payload):
     task_id: str = Field(min_length=1, max_length=128)
     agent_id: str = Field(min_length=1, max_length=128)
+    attempt: Attempt | None = None
+    """The attempt the report is about (1.1); absent (1.0): the current one."""
 
 
 class TaskAccepted(TaskRef):
@@ -51,6 +71,9 @@ class TaskAccepted(TaskRef):
 
 class TaskRejected(TaskRef):
     reason: str = Field(max_length=4096)
+    code: str | None = Field(None, max_length=16)
+    """Our agents say `PARAM_001` when the task's own parameters are at fault (a working
+    directory outside the allowed roots): no other agent would take it either."""
 
 
 class TaskProgress(TaskRef):
@@ -89,8 +112,15 @@ class WorkerStatusReport(TaskRef):
 
 class WorkerPermissionRequest(TaskRef):
     permission_id: str = Field(min_length=1, max_length=128)
-    tool: str
+    tool: str = Field(min_length=1, max_length=256)
     input: Any = None
+    title: str | None = Field(None, max_length=4096)
+    suggestions: Any = None
+
+
+class WorkerPermissionCancelled(TaskRef):
+    permission_id: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(None, max_length=4096)
 
 
 class CommandAck(Payload):

@@ -20,7 +20,10 @@ class AgentView(View):
     last_heartbeat: str | None = None
     latency: float | None = None
     capabilities: list[str]
+    tools: list[dict[str, Any]] = []
+    agent_version: str | None = None
     version: str | None = None
+    """The agent's software version under its 1.0 name (same as `agentVersion`)."""
     system_info: dict[str, float] | None = None
     load: AgentLoad
 
@@ -38,9 +41,30 @@ class TaskView(View):
     finished_at: str | None = None
     attempts: int = 0
     last_seq: int = 0
+    worker_session_id: str | None = None
+    usage: dict[str, Any] | None = None
     error: str | None = None
     exit_code: int | None = None
     result: Any = None
+
+
+class PermissionView(View):
+    """A tool's request to use a tool, and what became of it (PROTOCOL.md §4, §8)."""
+
+    permission_id: str
+    session_id: str
+    task_id: str
+    tool: str
+    input: Any = None
+    title: str | None = None
+    suggestions: Any = None
+    status: str  # pending | allowed | denied | timeout | cancelled
+    asked_at: str
+    expires_at: str
+    decided_by: str | None = None
+    decision: str | None = None  # allow | deny, once resolved
+    scope: str | None = None  # once | session, once resolved
+    reason: str | None = None  # answered | timeout | cancelled | worker-ended
 
 
 class SessionView(View):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 
 from orchestra.protocol.base import Payload
 
@@ -38,8 +38,23 @@ class WorkerStart(Payload):
     type: Literal["chat", "code", "analysis"] = "code"
     working_directory: str | None = Field(None, max_length=4096)
     initial_prompt: str | None = None
-    claude_session_id: str | None = Field(None, max_length=128)
+    worker_session_id: str | None = Field(
+        None,
+        max_length=256,
+        validation_alias=AliasChoices("workerSessionId", "claudeSessionId", "worker_session_id"),
+    )
+    ai_config_id: str | None = Field(None, min_length=1, max_length=128)
+    model: str | None = Field(None, min_length=1, max_length=256)
+    permission_mode: str | None = Field(None, min_length=1, max_length=64)
+    allowed_tools: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=256
+    )
     command: str | list[str] | None = None
+    pty: bool = False
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], str] | None = Field(
+        None, max_length=256
+    )
+    timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
     priority: Priority = "normal"
     required_capabilities: list[str] = Field(default_factory=list, max_length=64)
     strategy: str | None = Field(None, max_length=64)
@@ -48,8 +63,17 @@ class WorkerStart(Payload):
 class WorkerInput(Payload):
     task_id: str = Field(min_length=1, max_length=128)
     input: str
+    eof: bool | None = None
+    """Ends the input: an AI tool finishes and exits, a command's stdin is closed."""
     agent_id: str | None = None
     tool: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eof_alone_needs_no_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("eof") is True and "input" not in data:
+            return {**data, "input": ""}
+        return data
 
 
 class WorkerStop(Payload):
@@ -61,4 +85,6 @@ class WorkerPermissionDecision(Payload):
     task_id: str = Field(min_length=1, max_length=128)
     permission_id: str = Field(min_length=1, max_length=128)
     decision: Literal["allow", "deny"]
-    message: str | None = None
+    scope: Literal["once", "session"] = "once"
+    message: str | None = Field(None, max_length=4096)
+    updated_input: dict[str, Any] | None = None

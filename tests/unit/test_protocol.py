@@ -56,7 +56,7 @@ def test_worker_start_reads_camel_case() -> None:
     assert request.task_id == "t-1"
     assert request.working_directory == "/srv/project"
     assert request.initial_prompt == "fix the tests"
-    assert request.claude_session_id == "c-1"
+    assert request.worker_session_id == "c-1"  # claudeSessionId: the 1.0 name
     assert request.command == ["echo", "hi"]
     assert request.priority == "high"
     assert request.required_capabilities == ["gpu"]
@@ -115,10 +115,19 @@ def test_wire_writes_camel_case_without_unset_optionals() -> None:
         "agentId": "a-1",
         "name": "box",
         "capabilities": ["custom"],
+        "tools": [],
         "maxConcurrency": 4,
         "lastCommandId": 7,
         "runningTasks": [{"taskId": "t-1", "lastSeq": 12}],
     }
+    # A 1.0 agent's software version is its `version`; a 1.1 agent's is `agentVersion`.
+    assert request.software_version == "0.1.0"
+    newer = AgentRegister.parse(
+        {"agentId": "a-1", "name": "box", "version": "1.1", "agentVersion": "2.0.0",
+         "tools": [{"name": "claude", "version": "2.1.332"}]}
+    )  # fmt: skip
+    assert newer.software_version == "2.0.0"
+    assert newer.wire()["tools"] == [{"name": "claude", "version": "2.1.332"}]
     result = TaskResult.parse(
         {"taskId": "t", "agentId": "a", "success": False, "error": "boom", "duration": 2}
     )
