@@ -30,6 +30,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.sockets.agent import AgentNamespace
 from gateway.sockets.server import Server
 from gateway.sockets.web import WebNamespace
+from gateway.webhooks import WebhookDispatcher
 from orchestra import keys
 from orchestra.db import Store
 from orchestra.settings import Settings
@@ -112,6 +113,8 @@ class Node:
             self.resender.sweep,
             cluster_wide=False,  # each node looks after the agents connected to it
         )
+        # Every node delivers a share of the notifications to users' webhooks.
+        self.webhooks = WebhookDispatcher(self.redis, self.store, settings)
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)
 
@@ -119,11 +122,13 @@ class Node:
         await self.store.open()
         await self.system.start()
         await self.jobs.start()
+        await self.webhooks.start()
         log.info(
             "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
         )
 
     async def stop(self) -> None:
+        await self.webhooks.stop()
         await self.jobs.stop()
         await self.feed.close()
         await self.system.stop()

@@ -111,3 +111,15 @@ def socketio_channel() -> str:
 def rate_limit(who: str, window: int) -> str:
     """Request counter of one user (or address) in one rate-limit window (expires)."""
     return f"{PREFIX}:rate:{who}:{window}"
+
+
+def webhook_events() -> str:
+    """Stream of events to deliver to users' webhooks (capped), read by every node's
+    `gateway.webhooks.WebhookDispatcher` in one consumer group."""
+    return f"{PREFIX}:webhooks:events"
+
+
+def webhook_delivered(entry_id: str) -> str:
+    """Set of the webhook ids an event stream entry has reached (expires): a node that
+    takes the entry over skips them."""
+    return f"{PREFIX}:webhooks:delivered:{entry_id}"

@@ -8,10 +8,12 @@ from the command line. The result is passed explicitly to whatever needs it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +76,18 @@ class Settings(BaseModel):
     database_url: str = ""  # default: SQLite in the data folder
     data_dir: Path = Path(".orchestra")
     jwt_secret: str = Field(default="", repr=False)
+    # Master key of secrets kept at rest (AI config API keys, webhook secrets): base64 of
+    # 32 bytes. Required in production; in development one is kept in the data folder.
+    secrets_key: str = Field(default="", repr=False)
+    # Where users reach the web console, for links in notifications; empty: host and port.
+    public_url: str = ""
+    # Webhook notifications: each delivery is tried this often (1 s, 2 s, 4 s... apart),
+    # waits this long for an answer, and an entry left unacknowledged this long by a node
+    # that died is taken over by another. The event stream keeps about this many entries.
+    webhook_max_attempts: int = Field(8, gt=0, le=30)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_claim_idle_s: float = Field(30.0, gt=0)
+    webhook_stream_max_len: int = Field(10_000, gt=0)
     access_token_ttl_s: int = Field(900, gt=0)
     refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     allowed_origins: tuple[str, ...] = ()
@@ -91,6 +105,8 @@ class Settings(BaseModel):
     # first, then trimmed, by a cluster-wide job every `stream_trim_interval_s`.
     session_stream_max_events: int = Field(10_000, gt=0)
     stream_trim_interval_s: float = Field(10.0, gt=0)
+    # How long a worker's permission request waits for an answer before it is denied.
+    permission_timeout_s: float = Field(1800.0, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"
 
@@ -117,15 +133,30 @@ class Settings(BaseModel):
     agent_name: str = ""
     agent_state_dir: Path = Path(".orchestra/agent")
     agent_max_concurrency: int = Field(4, gt=0)
+    # Working directories must lie under these (links and `..` resolved); none given:
+    # the home directory of the user the agent runs as.
     agent_allowed_roots: tuple[Path, ...] = ()
-    agent_capabilities: tuple[str, ...] = ("custom",)
+    # Capabilities beyond the tools found (`gpu`, say); the tools are listed by themselves.
+    agent_capabilities: tuple[str, ...] = ()
+    # The tools this agent offers, of those installed here (none given: every one found).
+    agent_tools: tuple[str, ...] = ()
     worker_stop_grace_s: float = Field(5.0, gt=0)
 
-    @field_validator("allowed_origins", "transports", "agent_capabilities", mode="before")
+    @field_validator(
+        "allowed_origins", "transports", "agent_capabilities", "agent_tools", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _check_secrets_key(cls, value: str) -> str:
+        if value and not _is_key(value):
+            # Never echo the value: it is a secret, even when malformed.
+            raise ValueError("must be the base64 encoding of 32 bytes")
         return value
 
     @field_validator("agent_allowed_roots", mode="before")
@@ -173,7 +204,7 @@ class Settings(BaseModel):
 
     def with_defaults(self) -> Settings:
         """Fill what is derived: the SQLite file in the data folder, a node id, and a JWT
-        secret kept in the data folder (development profile only)."""
+        secret and a secrets key kept in the data folder (development profile only)."""
         changes: dict[str, Any] = {}
         if not self.database_url:
             changes["database_url"] = f"sqlite+aiosqlite:///{self.data_dir / 'orchestra.db'}"
@@ -182,8 +213,21 @@ class Settings(BaseModel):
         if not self.jwt_secret:
             if self.profile == "production":
                 raise SettingsError("ORCHESTRA_JWT_SECRET must be set in the production profile")
-            changes["jwt_secret"] = _dev_jwt_secret(self.data_dir)
+            changes["jwt_secret"] = _dev_secret(
+                self.data_dir, "jwt-secret", lambda: secrets.token_urlsafe(48)
+            )
+        if not self.secrets_key:
+            if self.profile == "production":
+                raise SettingsError("ORCHESTRA_SECRETS_KEY must be set in the production profile")
+            changes["secrets_key"] = _dev_secret(
+                self.data_dir, "secrets-key", lambda: base64.b64encode(os.urandom(32)).decode()
+            )
         return self.model_copy(update=changes) if changes else self
+
+    @property
+    def console_url(self) -> str:
+        """The web console's address for links: `public_url`, or this gateway's own."""
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
     @property
     def server_urls(self) -> tuple[str, ...]:
@@ -200,17 +244,25 @@ class Settings(BaseModel):
         raise SettingsError("no agent secret: set ORCHESTRA_AGENT_SECRET or --secret-file")
 
 
-def _dev_jwt_secret(data_dir: Path) -> str:
-    """A development JWT secret kept in the data folder, so that tokens survive restarts."""
-    path = data_dir / "jwt-secret"
+def _is_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _dev_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:
+    """A development secret kept in the data folder (file `name`, mode 600), made by `make`
+    the first time, so that tokens and encrypted records survive restarts."""
+    path = data_dir / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         data_dir.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_urlsafe(48)
+        value = make()
         # Write to a private temporary file, then link it into place: two processes starting
         # together agree on whichever secret landed first.
-        tmp = data_dir / f".jwt-secret.{os.getpid()}"
+        tmp = data_dir / f".{name}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(value)

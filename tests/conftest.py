@@ -13,6 +13,7 @@ from tests.support.postgres import PostgresServer, postgres_database, postgres_s
 from tests.support.processes import Deployment
 from tests.support.redis import redis_server
 from tests.support.running import Running, start_running
+from tests.support.webhooks import Receiver, serve_receiver
 
 
 @pytest_asyncio.fixture
@@ -72,6 +73,13 @@ def deployment(
         yield deployment
     finally:
         deployment.stop_all()
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on a free port of this machine, recording every delivery."""
+    async with serve_receiver() as found:
+        yield found
 
 
 @pytest_asyncio.fixture

@@ -12,6 +12,7 @@ from orchestra.db.models import (
     SessionRecord,
     TaskRecord,
     User,
+    Webhook,
 )
 from orchestra.db.passwords import hash_password, verify_password
 from orchestra.db.store import DuplicateError, Store, StoreError
@@ -27,6 +28,7 @@ __all__ = [
     "StoreError",
     "TaskRecord",
     "User",
+    "Webhook",
     "hash_password",
     "verify_password",
 ]

@@ -13,7 +13,7 @@ from sqlalchemy import false, update
 from sqlmodel import col, select
 
 from orchestra.db.base import StoreBase, check_fields, guarded
-from orchestra.db.models import Agent, AIConfig, RefreshToken, User, utcnow
+from orchestra.db.models import Agent, AIConfig, RefreshToken, User, new_id, utcnow
 from orchestra.db.passwords import hash_password, verify_password
 
 __all__ = ["AccountStore"]
@@ -203,9 +203,13 @@ class AccountStore(StoreBase):
         model: str | None = None,
         api_key_encrypted: str | None = None,
         settings: dict[str, Any] | None = None,
+        *,
+        config_id: str | None = None,
     ) -> AIConfig:
+        """A new AI config; give ``config_id`` when its key was encrypted for that id."""
         now = utcnow()
         config = AIConfig(
+            id=config_id or new_id(),
             owner_id=owner_id,
             name=name,
             tool=tool,

@@ -15,8 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
+from sqlalchemy import Connection, Table, event, inspect, text, update
 from sqlalchemy import delete as sa_delete
-from sqlalchemy import event, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -267,3 +267,17 @@ async def _create_tables(conn: AsyncConnection, backend: str) -> None:
         await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
     tables = [model.__table__ for model in MODELS]  # type: ignore[attr-defined]
     await conn.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=tables))
+    await conn.run_sync(lambda sync: _add_missing_columns(sync, tables))
+
+
+def _add_missing_columns(sync: Connection, tables: Sequence[Table]) -> None:
+    """Columns added to a table since the database was made (nullable ones only): a data
+    folder of an earlier version keeps working, its old rows reading NULL there."""
+    inspector = inspect(sync)
+    for table in tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=sync.dialect)
+            sync.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')

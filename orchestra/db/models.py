@@ -26,6 +26,7 @@ __all__ = [
     "TaskRecord",
     "UTCDateTime",
     "User",
+    "Webhook",
     "new_id",
     "utcnow",
 ]
@@ -151,6 +152,24 @@ class AIConfig(SQLModel, table=True):
     updated_at: datetime = _created_field()
 
 
+class Webhook(SQLModel, table=True):
+    """A URL a user wants told of events (`permission.requested`, `task.completed`...).
+
+    The secret deliveries are signed with is kept encrypted (`orchestra.crypto`, the
+    webhook's id as associated data) and left out of ``repr``.
+    """
+
+    __tablename__ = "webhooks"
+
+    id: str = _id_field()
+    owner_id: str = Field(index=True, max_length=64)
+    url: str
+    events: list[str] = Field(default_factory=list, sa_type=JSON)
+    secret_encrypted: str = Field(repr=False)
+    created_at: datetime = _created_field()
+    active: bool = True
+
+
 class SessionRecord(SQLModel, table=True):
     """A conversation: an owner, the users taking part, and the tasks run in it."""
 
@@ -188,6 +207,11 @@ class TaskRecord(SQLModel, table=True):
     error: str | None = None
     # none_as_null: a missing result is SQL NULL, not the JSON text "null".
     result: Any = Field(default=None, nullable=True, sa_type=JSON(none_as_null=True))
+    # The tool's own conversation id (to resume it) and the summed TokenUsage of its turns.
+    worker_session_id: str | None = Field(default=None, max_length=256)
+    usage: dict[str, Any] | None = Field(
+        default=None, nullable=True, sa_type=JSON(none_as_null=True)
+    )
 
 
 class SessionEventRecord(SQLModel, table=True):
@@ -218,4 +242,5 @@ MODELS: tuple[type[SQLModel], ...] = (
     SessionRecord,
     TaskRecord,
     SessionEventRecord,
+    Webhook,
 )

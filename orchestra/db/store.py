@@ -3,8 +3,8 @@
 One `Store` owns one SQLAlchemy async engine (SQLite through aiosqlite, or PostgreSQL through
 asyncpg). Each method runs in its own short session and returns detached model instances, so
 callers never hold a connection. The account methods live in `orchestra.db.accounts`, the
-engine and error mapping in `orchestra.db.base`; this module adds sessions, tasks and the
-archive of session events.
+webhooks' in `orchestra.db.hooks`, the engine and error mapping in `orchestra.db.base`; this
+module adds sessions, tasks and the archive of session events.
 
 Errors: `StoreError` (a `DatabaseError`, DB_001) when the database or driver failed;
 `DuplicateError` (an `InvalidParameters`, PARAM_001) when a unique name or id is taken;
@@ -25,12 +25,13 @@ from sqlmodel import and_, col, select
 from orchestra.codec import parse_event_id
 from orchestra.db.accounts import AccountStore
 from orchestra.db.base import DuplicateError, StoreError, check_fields, guarded
+from orchestra.db.hooks import WebhookStore
 from orchestra.db.models import SessionEventRecord, SessionRecord, TaskRecord, new_id
 
 __all__ = ["DuplicateError", "Store", "StoreError"]
 
 
-class Store(AccountStore):
+class Store(AccountStore, WebhookStore):
     """Async access to Orchestra's SQL tables; see the module docstring."""
 
     # ---- sessions --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from orchestra.settings import Settings, SettingsError
 
 SECRET = "a-jwt-secret-that-must-never-be-printed-" + "q" * 16
+KEY = base64.b64encode(b"k" * 32).decode()  # ORCHESTRA_SECRETS_KEY
 
 
 @pytest.fixture
@@ -31,7 +33,12 @@ def test_development_profile_is_the_default(env: dict[str, str]) -> None:
 
 def test_production_profile(env: dict[str, str]) -> None:
     settings = Settings.load(
-        env | {"ORCHESTRA_PROFILE": "production", "ORCHESTRA_JWT_SECRET": SECRET}
+        env
+        | {
+            "ORCHESTRA_PROFILE": "production",
+            "ORCHESTRA_JWT_SECRET": SECRET,
+            "ORCHESTRA_SECRETS_KEY": KEY,
+        }
     )
     assert settings.profile == "production"
     assert settings.heartbeat_interval_s == 30
@@ -48,6 +55,7 @@ def test_environment_overrides_the_profile(env: dict[str, str]) -> None:
         | {
             "ORCHESTRA_PROFILE": "production",
             "ORCHESTRA_JWT_SECRET": SECRET,
+            "ORCHESTRA_SECRETS_KEY": KEY,
             "ORCHESTRA_HEARTBEAT_INTERVAL_S": "2.5",
             "ORCHESTRA_COMPRESSION_THRESHOLD_BYTES": "100",
             "ORCHESTRA_TRANSPORTS": "websocket, polling",
@@ -79,6 +87,7 @@ def test_a_toml_file(env: dict[str, str], tmp_path: Path) -> None:
     config.write_text(
         'profile = "production"\n'
         f'jwt_secret = "{SECRET}"\n'
+        f'secrets_key = "{KEY}"\n'
         "port = 9200\n"
         'transports = ["websocket", "polling"]\n'
         "heartbeat_interval_s = 12\n"
@@ -165,6 +174,7 @@ def test_secrets_never_appear_in_repr_or_str(env: dict[str, str]) -> None:
         | {
             "ORCHESTRA_PROFILE": "production",
             "ORCHESTRA_JWT_SECRET": SECRET,
+            "ORCHESTRA_SECRETS_KEY": KEY,
             "ORCHESTRA_AGENT_SECRET": agent_secret,
         }
     )
@@ -172,6 +182,7 @@ def test_secrets_never_appear_in_repr_or_str(env: dict[str, str]) -> None:
     for text in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
         assert SECRET not in text
         assert agent_secret not in text
+        assert KEY not in text
 
 
 def test_settings_are_frozen(env: dict[str, str]) -> None:
@@ -192,3 +203,33 @@ def test_agent_secret_from_its_file(env: dict[str, str], tmp_path: Path) -> None
     assert settings.read_agent_secret() == "from-the-file"
     with pytest.raises(SettingsError):
         Settings.load(env).read_agent_secret()
+
+
+def test_production_without_a_secrets_key_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(env | {"ORCHESTRA_PROFILE": "production", "ORCHESTRA_JWT_SECRET": SECRET})
+    assert "ORCHESTRA_SECRETS_KEY" in str(caught.value)
+
+
+def test_development_makes_a_secrets_key_and_keeps_it(env: dict[str, str], tmp_path: Path) -> None:
+    first = Settings.load(env)
+    second = Settings.load(env)
+    assert len(base64.b64decode(first.secrets_key)) == 32
+    assert first.secrets_key == second.secrets_key
+    kept = tmp_path / "data" / "secrets-key"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert first.jwt_secret != first.secrets_key
+
+
+def test_a_malformed_secrets_key_is_refused_without_echoing_it(env: dict[str, str]) -> None:
+    wrong = "not-a-32-byte-key-but-still-a-secret"
+    with pytest.raises(SettingsError) as caught:
+        Settings.load(env | {"ORCHESTRA_SECRETS_KEY": wrong})
+    assert "ORCHESTRA_SECRETS_KEY" in str(caught.value)
+    assert wrong not in str(caught.value)
+
+
+def test_the_console_url_defaults_to_host_and_port(env: dict[str, str]) -> None:
+    assert Settings.load(env | {"ORCHESTRA_PORT": "9001"}).console_url == "http://127.0.0.1:9001"
+    given = Settings.load(env | {"ORCHESTRA_PUBLIC_URL": "https://orchestra.example/"})
+    assert given.console_url == "https://orchestra.example"
