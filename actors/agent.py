@@ -26,11 +26,16 @@ class AgentActor(Actor):
 
     async def on_connected(self, turn: Turn) -> dict[str, Any]:
         body = turn.message.body
+        tools = list(body.get("tools") or [])
+        # A tool the agent runs is a capability the dispatcher matches tasks on.
+        capabilities = list(body.get("capabilities") or [])
+        capabilities += [t["name"] for t in tools if t["name"] not in capabilities]
         turn.set(
             id=turn.address.id,
             ownerId=body["ownerId"],
             name=body["name"],
-            capabilities=body.get("capabilities") or [],
+            capabilities=capabilities,
+            tools=tools,
             version=body.get("version"),
             metadata=body.get("metadata") or {},
             maxConcurrency=body.get("maxConcurrency") or turn.state.get("maxConcurrency") or 1,

@@ -38,3 +38,12 @@ async def read_fields(
         decode_state({f: text(v) for f, v in zip(fields, values, strict=True) if v is not None})
         for values in replies
     ]
+
+
+async def read_states(redis: Redis, state_keys: list[str]) -> list[dict[str, Any]]:
+    """Many actors' whole states, decoded, in one round trip (empty where absent)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in state_keys:
+            pipe.hgetall(key)
+        replies = await pipe.execute()
+    return [decode_state(strings(raw)) for raw in replies]

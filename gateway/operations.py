@@ -6,14 +6,16 @@ messages. Reads of live state come straight from the actors' Redis hashes.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from redis.asyncio import Redis
 
-from actors import ActorSystem, session_address, task_address
+from actors import ActorSystem, permissions, session_address, task_address
 from actors.dispatch import strategy
-from actors.values import read_state, text
+from actors.values import read_state, read_states, text
 from actors.views import agent_status, agent_view, session_view
+from gateway.ai_configs import resolve_ai_config
 from gateway.auth import Principal
 from orchestra import keys
 from orchestra.codec import new_id
@@ -32,6 +34,7 @@ class Operations:
         self.redis = redis
         self.store = store
         self.system = system
+        self.settings = system.settings
         self._task_sessions: dict[str, str] = {}  # taskId -> sessionId, never changes
 
     # -- reads -------------------------------------------------------------------------
@@ -81,8 +84,17 @@ class Operations:
         return state
 
     async def session_view(self, state: dict[str, Any]) -> dict[str, Any]:
-        tasks = [await self.state(keys.task(state["id"], tid)) for tid in state.get("tasks") or []]
-        return session_view(state, tasks).wire()
+        view, _ = await self.session_and_permissions(state)
+        return view
+
+    async def session_and_permissions(
+        self, state: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The SessionView and the permission requests waiting in it (PermissionViews)."""
+        task_keys = [keys.task(state["id"], tid) for tid in state.get("tasks") or []]
+        tasks = await read_states(self.redis, task_keys)
+        waiting = [view for task in tasks for view in permissions.public_views(task)]
+        return session_view(state, tasks).wire(), waiting
 
     async def task_for(self, who: Principal, task_id: str) -> dict[str, Any]:
         sid = await self.session_of_task(task_id)
@@ -113,6 +125,7 @@ class Operations:
         if request.tool == "custom" and not request.command:
             raise InvalidParameters("the custom tool needs a command")
         strategy(request.strategy)  # an unknown strategy is a PARAM_001 now, not later
+        parameters = await self._parameters(who, request)
         agent_id = request.agent_id
         task_id = request.task_id or new_id()
         # A start sent again with the same taskId (its answer was lost with a gateway) is
@@ -124,7 +137,8 @@ class Operations:
             sid = (await self.session_for(who, earlier))["id"]
         else:
             if agent_id is not None:
-                await self._require_available(who, agent_id)
+                agent = await self._require_available(who, agent_id)
+                check_working_directory(agent, request.working_directory)
             if request.session_id is not None:
                 session = await self.session_for(who, request.session_id)
                 if session["status"] == "ended":
@@ -144,7 +158,7 @@ class Operations:
                 "type": request.type,
                 "priority": request.priority,
                 "agentId": agent_id,
-                "parameters": _parameters(request),
+                "parameters": parameters,
                 "requiredCapabilities": request.required_capabilities,
                 "strategy": request.strategy,
                 "ownerIsAdmin": who.is_admin,
@@ -161,7 +175,46 @@ class Operations:
         self, who: Principal, task_id: str, message: str, body: dict[str, Any]
     ) -> Any:
         state = await self.task_for(who, task_id)
+        body = body | {"userId": who.user_id}
         return await self.system.ref(task_address(state["sessionId"], task_id)).ask(message, body)
+
+    async def _parameters(self, who: Principal, request: WorkerStart) -> dict[str, Any]:
+        """The task's parameters: the request's, over those of its AI config (whose key is
+        not among them: it is sealed for the agent when the task is assigned)."""
+        params: dict[str, Any] = {}
+        if request.ai_config_id is not None:
+            config = await resolve_ai_config(
+                self.store, self.settings, who.user_id, request.ai_config_id
+            )
+            if config.tool != request.tool:
+                raise InvalidParameters(
+                    f"AI config {request.ai_config_id} is for {config.tool}, not {request.tool}"
+                )
+            params.update(
+                aiConfigId=request.ai_config_id,
+                model=config.model,
+                permissionMode=config.permission_mode,
+                allowedTools=config.allowed_tools,
+                baseUrl=config.base_url,
+                env=dict(config.env or {}) or None,
+            )
+        given: dict[str, Any] = {
+            "prompt": request.initial_prompt,
+            "workingDirectory": request.working_directory,
+            "workerSessionId": request.worker_session_id,
+            # The 1.0 name, for agents that read only that one.
+            "claudeSessionId": request.worker_session_id,
+            "model": request.model,
+            "permissionMode": request.permission_mode,
+            "allowedTools": request.allowed_tools,
+            "command": request.command,
+            "pty": request.pty or None,
+            "timeoutS": request.timeout_s,
+        }
+        params.update({k: v for k, v in given.items() if v is not None})
+        if request.env:
+            params["env"] = {**(params.get("env") or {}), **request.env}
+        return {k: v for k, v in params.items() if v is not None}
 
     # -- agents ------------------------------------------------------------------------
 
@@ -173,19 +226,29 @@ class Operations:
             raise Forbidden("this agent belongs to someone else")
         return record
 
-    async def _require_available(self, who: Principal, agent_id: str) -> None:
+    async def _require_available(self, who: Principal, agent_id: str) -> dict[str, Any]:
         await self._usable_agent(who, agent_id)
         state = await self.state(keys.agent(agent_id))
         status = agent_status(state) if state else "offline"
         if status != "online":
             raise AgentNotAvailable(f"agent is {status}", {"agentId": agent_id})
+        return state
 
 
-def _parameters(request: WorkerStart) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "prompt": request.initial_prompt,
-        "workingDirectory": request.working_directory,
-        "claudeSessionId": request.claude_session_id,
-        "command": request.command,
-    }
-    return {k: v for k, v in params.items() if v is not None}
+def check_working_directory(agent: dict[str, Any], requested: str | None) -> None:
+    """PARAM_001 when an absolute working directory lies outside the roots the agent
+    allows, as far as its path alone tells (`..` resolved). The agent checks again on its
+    machine, where links are resolved too."""
+    roots = (agent.get("metadata") or {}).get("allowedRoots")
+    if not requested or not isinstance(roots, list) or not requested.startswith("/"):
+        return
+    path = posixpath.normpath(requested)
+    for root in roots:
+        if isinstance(root, str) and root.startswith("/"):
+            root = posixpath.normpath(root)
+            if path == root or path.startswith(root.rstrip("/") + "/"):
+                return
+    raise InvalidParameters(
+        f"working directory {requested} is outside the roots this agent allows",
+        {"allowedRoots": roots},
+    )

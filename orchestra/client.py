@@ -51,6 +51,7 @@ SESSION_EVENTS = frozenset(
         "task:progress",
         "session:updated",
         "worker:permission",
+        "worker:permission:resolved",
     }
 )
 OTHER_EVENTS = frozenset(

@@ -25,6 +25,7 @@ from orchestra.protocol import (
     TaskResult,
     TaskStream,
     WorkerOutput,
+    WorkerPermissionCancelled,
     WorkerPermissionRequest,
     WorkerStatusReport,
 )
@@ -47,6 +48,7 @@ class AgentNamespace(BaseNamespace):
             "task:stream",
             "worker:status",
             "worker:permission",
+            "worker:permission:cancelled",
             "pong",
         }
     )
@@ -93,7 +95,8 @@ class AgentNamespace(BaseNamespace):
                 "ownerId": record.owner_id,
                 "name": record.name if request.name == agent_id else request.name,
                 "capabilities": request.capabilities,
-                "version": request.version,
+                "tools": [tool.model_dump(exclude_none=True) for tool in request.tools],
+                "version": request.software_version,
                 "metadata": request.metadata,
                 "maxConcurrency": request.max_concurrency,
                 "socketId": sid,
@@ -144,12 +147,28 @@ class AgentNamespace(BaseNamespace):
             "usage": item.usage,
             "stats": item.stats,
         }
+        # What the task keeps of its output (PROTOCOL.md §8): a turn's usage, summed, and
+        # the latest session id of the tool's own conversation.
+        usage = item.usage if item.type == "result" and item.usage else None
+        session = (item.details or {}).get("workerSessionId") if item.type == "system" else None
         return await self._store_output(
-            sid, item, "worker:output", {k: v for k, v in data.items() if v is not None}
+            sid,
+            item,
+            "worker:output",
+            {k: v for k, v in data.items() if v is not None},
+            usage=usage,
+            worker_session_id=session if isinstance(session, str) and session else None,
         )
 
     async def _store_output(
-        self, sid: str, item: TaskStream | WorkerOutput, event: str, data: dict[str, Any]
+        self,
+        sid: str,
+        item: TaskStream | WorkerOutput,
+        event: str,
+        data: dict[str, Any],
+        *,
+        usage: dict[str, Any] | None = None,
+        worker_session_id: str | None = None,
     ) -> dict[str, Any]:
         agent_id = self.me(sid, item.agent_id)
         session_id = await self.node.ops.session_of_task(item.task_id)
@@ -160,12 +179,22 @@ class AgentNamespace(BaseNamespace):
         event_data = {"sessionId": session_id, "taskId": item.task_id, "agentId": agent_id, **data}
         answer = await self.node.scripts.append_output(
             keys=[keys.task(session_id, item.task_id), keys.session_events(session_id)],
-            args=[item.seq, event, json.dumps(event_data, default=str), json.dumps(agent_id)],
+            args=[
+                item.seq,
+                event,
+                json.dumps(event_data, default=str),
+                json.dumps(agent_id),
+                "" if item.attempt is None else item.attempt,
+                "" if usage is None else json.dumps(_usage_numbers(usage)),
+                "" if worker_session_id is None else json.dumps(worker_session_id),
+            ],
         )
         if answer[0] == -1:
             raise NotFound("unknown task")
         if answer[0] == -2:
             raise Forbidden("this task is not assigned to this agent")
+        if answer[0] == -3:
+            return {"stale": True, "persistedSeq": int(answer[1])}
         return {"persistedSeq": int(answer[0])}
 
     # -- lifecycle reports: messages to the task actor ---------------------------------
@@ -188,16 +217,38 @@ class AgentNamespace(BaseNamespace):
     async def on_worker_permission(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self._to_task(sid, WorkerPermissionRequest.parse(payload), "permission:ask")
 
+    async def on_worker_permission_cancelled(
+        self, sid: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        request = WorkerPermissionCancelled.parse(payload)
+        return await self._to_task(sid, request, "permission:cancelled")
+
     async def _to_task(self, sid: str, request: TaskRef, message: str) -> dict[str, Any]:
         self.me(sid, request.agent_id)
         session_id = await self.node.ops.session_of_task(request.task_id)
         if session_id is None:
             raise NotFound("unknown task")
         body = request.wire()
-        await self.node.system.ref(task_address(session_id, request.task_id)).ask(message, body)
-        return {}
+        ref = self.node.system.ref(task_address(session_id, request.task_id))
+        answer = await ref.ask(message, body)
+        # `{stale: true}` for a report about an earlier attempt (PROTOCOL.md §5, 1.1).
+        return answer if isinstance(answer, dict) else {}
 
 
 def _timestamp(payload: dict[str, Any]) -> str:
     value = payload.get("timestamp")
     return value if isinstance(value, str) and len(value) <= 64 else now_iso()
+
+
+_USAGE_FIELDS = ("inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "costUsd")
+
+
+def _usage_numbers(usage: dict[str, Any]) -> dict[str, float]:
+    """The TokenUsage fields that are finite, non-negative numbers (the rest is not summed)."""
+    return {
+        name: value
+        for name in _USAGE_FIELDS
+        if isinstance(value := usage.get(name), int | float)
+        and not isinstance(value, bool)
+        and 0 <= value < 1e15
+    }

@@ -86,22 +86,26 @@ class WebNamespace(BaseNamespace):
         ops = self.node.ops
         user = await self.node.store.get_user(who.user_id)
         sessions = []
+        waiting: list[dict[str, Any]] = []
         for record in await self.node.store.list_sessions(who.user_id, admin=who.is_admin):
             try:
-                sessions.append(await ops.session_view(await ops.session_for(who, record.id)))
+                state = await ops.session_for(who, record.id)
             except OrchestraError:
                 continue  # in SQL but gone from Redis: history only, over REST
+            view, pending = await ops.session_and_permissions(state)
+            sessions.append(view)
+            waiting += pending
         return {
             "user": user_view(user) if user else None,
             "sessions": sessions,
             "agents": [a.wire() for a in await ops.visible_agents(who)],
+            "pendingPermissions": waiting,
         }
 
     async def on_session_join(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         who = await self.who(sid)
         request = SessionJoin.parse(payload)
         state = await self.node.ops.session_for(who, request.session_id)
-        view = await self.node.ops.session_view(state)
         epoch = state["epoch"]
         resync: str
         if request.epoch is not None and request.epoch != epoch:
@@ -111,14 +115,24 @@ class WebNamespace(BaseNamespace):
         else:
             joined = await self.node.feed.join(state["id"], sid, request.last_event_id)
             if joined.resumed:
-                return {"session": view, "lastEventId": joined.last_event_id, "epoch": epoch}
+                # Read after the replay: a request resolved meanwhile is not shown pending.
+                view, pending = await self.node.ops.session_and_permissions(
+                    await self.node.ops.session_for(who, request.session_id)
+                )
+                return {
+                    "session": view,
+                    "lastEventId": joined.last_event_id,
+                    "epoch": epoch,
+                    "pendingPermissions": pending,
+                }
             resync = (
                 "lastEventId is older than what the live stream keeps"
                 if request.last_event_id is not None
                 else "the live stream no longer holds the session's first events"
             )
         await self.send(sid, "session:resync", {"sessionId": state["id"], "reason": resync})
-        return {"session": view, "lastEventId": None, "epoch": epoch}
+        view, pending = await self.node.ops.session_and_permissions(state)
+        return {"session": view, "lastEventId": None, "epoch": epoch, "pendingPermissions": pending}
 
     async def on_session_leave(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         await self.who(sid)
@@ -133,8 +147,9 @@ class WebNamespace(BaseNamespace):
     async def on_worker_input(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         who = await self.who(sid)
         request = WorkerInput.parse(payload)
+        body = {"input": request.input, "eof": bool(request.eof), "requestId": request.id}
         result: dict[str, Any] = await self.node.ops.task_command(
-            who, request.task_id, "input", {"input": request.input, "requestId": request.id}
+            who, request.task_id, "input", body
         )
         return result
 
@@ -147,14 +162,7 @@ class WebNamespace(BaseNamespace):
     async def on_worker_permission(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         who = await self.who(sid)
         request = WorkerPermissionDecision.parse(payload)
-        await self.node.ops.task_command(
-            who,
-            request.task_id,
-            "permission",
-            {
-                "permissionId": request.permission_id,
-                "decision": request.decision,
-                "message": request.message,
-            },
+        answer: dict[str, Any] = await self.node.ops.task_command(
+            who, request.task_id, "permission", request.wire()
         )
-        return {}
+        return answer
