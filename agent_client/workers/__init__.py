@@ -1,27 +1,28 @@
-"""Workers by tool name: what the agent can run."""
+"""Workers by tool name: what the agent can run (see `registry` and `base`)."""
 
 from __future__ import annotations
 
 from agent_client.workers.base import (
-    OutputSink,
+    PermissionDecision,
     StopMode,
+    ToolInfo,
     Worker,
     WorkerExit,
+    WorkerHost,
     WorkerSpec,
     WorkerStartError,
 )
-from agent_client.workers.custom import CustomWorker
+from agent_client.workers.registry import discover, load_workers
 
 __all__ = [
-    "WORKERS",
-    "CustomWorker",
-    "OutputSink",
+    "PermissionDecision",
     "StopMode",
+    "ToolInfo",
     "Worker",
     "WorkerExit",
+    "WorkerHost",
     "WorkerSpec",
     "WorkerStartError",
+    "discover",
+    "load_workers",
 ]
-
-WORKERS: dict[str, type[Worker]] = {CustomWorker.tool: CustomWorker}
-"""The tools this agent implements; `claude` and `qwcoder` join here when written."""

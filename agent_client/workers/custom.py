@@ -1,8 +1,12 @@
-"""The `custom` worker: runs a configured command and streams its stdout and stderr.
+"""The `custom` worker: runs any command and streams what it prints.
 
-Each line becomes a `task:stream` item (`type` stdout or stderr). The command runs in its
-own session, hence its own process group, so that a stop reaches every process it spawned
-and nothing it left behind outlives the task.
+Each line becomes a `task:stream` item (`type` stdout or stderr; with `pty: true` the
+command runs in a pseudo-terminal, colours and all, and everything is `stdout`). The
+command runs in its own session, hence its own process group: `interrupt` is SIGINT to the
+group (escalating to SIGTERM and SIGKILL if it does not end), `kill` is SIGKILL to the
+group. `timeoutS` ends it as an error once it has run that long. Input goes to stdin
+(`eof` closes it). The result carries the exit code and `resourceUsage`: the CPU time and
+peak memory of the command and everything it waited for.
 """
 
 from __future__ import annotations
@@ -10,27 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Mapping
 from typing import Any
 
 from agent_client.workers.base import (
-    OutputSink,
     StopMode,
     Worker,
     WorkerExit,
+    WorkerHost,
     WorkerSpec,
     WorkerStartError,
     worker_environment,
 )
+from agent_client.workers.process import ChildProcess, read_lines
 from orchestra.codec import now_iso
 
 __all__ = ["CustomWorker"]
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 64 * 1024
 # How long to let the pipes drain after the process group is gone: only a process that
 # escaped the group (a new session of its own) could still hold them open.
 _DRAIN_TIMEOUT_S = 2.0
@@ -41,19 +44,24 @@ class CustomWorker(Worker):
 
     tool = "custom"
 
-    def __init__(self, spec: WorkerSpec, emit: OutputSink) -> None:
-        super().__init__(spec, emit)
-        self._proc: asyncio.subprocess.Process | None = None
+    def __init__(self, spec: WorkerSpec, host: WorkerHost) -> None:
+        super().__init__(spec, host)
+        self._proc: ChildProcess | None = None
         self._readers: list[asyncio.Task[None]] = []
-        self._writer: asyncio.Task[None] | None = None
         self._escalation: asyncio.Task[None] | None = None
-        self._inputs: asyncio.Queue[bytes] = asyncio.Queue()
+        self._timer: asyncio.Task[None] | None = None
         self._stop_requested = False
+        self._timed_out = False
         self._done: asyncio.Task[WorkerExit] | None = None
 
     @classmethod
     def check(cls, parameters: Mapping[str, Any]) -> str | None:
         command = parameters.get("command")
+        timeout_s = parameters.get("timeoutS")
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0
+        ):
+            return "timeoutS must be a positive number of seconds"
         if isinstance(command, str) and command.strip():
             return None
         if (
@@ -72,46 +80,49 @@ class CustomWorker(Worker):
     async def start(self) -> None:
         command = self.spec.parameters.get("command")
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command or [])
+        pty = bool(self.spec.parameters.get("pty"))
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=self.spec.working_directory,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                env=worker_environment(self.spec.task_id),
+            self._proc = await ChildProcess.spawn(
+                argv, cwd=self.spec.working_directory, env=worker_environment(self.spec), pty=pty
             )
         except (OSError, ValueError) as exc:
             raise WorkerStartError(f"cannot start {argv[0]!r}: {exc}") from exc
-        assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._readers = [
-            asyncio.create_task(self._read(self._proc.stdout, "stdout")),
-            asyncio.create_task(self._read(self._proc.stderr, "stderr")),
-        ]
-        self._writer = asyncio.create_task(self._write())
+        proc = self._proc
+        self._readers = [asyncio.create_task(self._read(proc.stdout, "stdout"))]
+        if proc.stderr is not None:
+            self._readers.append(asyncio.create_task(self._read(proc.stderr, "stderr")))
+        timeout_s = self.spec.parameters.get("timeoutS")
+        if isinstance(timeout_s, int | float) and timeout_s > 0:
+            self._timer = asyncio.create_task(self._time_out(float(timeout_s)))
         self._done = asyncio.create_task(self._watch())
-        log.info("task %s: started custom worker, pid %d", self.spec.task_id, self._proc.pid)
+        log.info("task %s: started custom worker, pid %d", self.spec.task_id, proc.pid)
 
-    async def send_input(self, text: str) -> None:
-        if not text.endswith("\n"):
-            text += "\n"
-        # Queued, not written here: a process that never reads stdin would otherwise block
-        # the command handler (and every command after it) once the pipe is full.
-        self._inputs.put_nowait(text.encode())
+    async def send_input(self, text: str, eof: bool = False) -> None:
+        if self._proc is None:
+            return
+        if text:
+            if not text.endswith("\n") and not eof:
+                text += "\n"
+            self._proc.write(text.encode())
+        if eof:
+            if self.spec.parameters.get("pty"):
+                self._proc.write(b"\x04")  # Ctrl-D: what a terminal sends for end of input
+            else:
+                self._proc.close_stdin()
+
+    async def interrupt(self) -> None:
+        """SIGINT to the group; SIGTERM, then SIGKILL, if it does not end."""
+        if self._begin_stop():
+            self._escalate([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 
     async def stop(self, mode: StopMode) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if not self._begin_stop():
             return
-        self._stop_requested = True
         if mode == "kill":
-            self._signal(signal.SIGKILL)
-            return
-        first = signal.SIGINT if mode == "interrupt" else signal.SIGTERM
-        self._signal(first)
-        if self._escalation is None or self._escalation.done():
-            self._escalation = asyncio.create_task(self._escalate(first))
+            assert self._proc is not None
+            self._proc.signal_group(signal.SIGKILL)
+        else:
+            self._escalate([signal.SIGTERM, signal.SIGKILL])
 
     async def wait(self) -> WorkerExit:
         if self._done is None:
@@ -120,98 +131,85 @@ class CustomWorker(Worker):
 
     # -- internals -------------------------------------------------------------------
 
-    def _signal(self, sig: signal.Signals) -> None:
-        """Signal the whole process group (its id is the leader's pid: a new session)."""
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+    def _begin_stop(self) -> bool:
+        if self._proc is None or self._proc.returncode is not None:
+            return False
+        self._stop_requested = True
+        return True
 
-    async def _escalate(self, first: signal.Signals) -> None:
-        """After SIGINT: SIGTERM then SIGKILL; after SIGTERM: SIGKILL; a grace period each."""
+    def _escalate(self, signals: list[signal.Signals]) -> None:
+        if self._escalation is None or self._escalation.done():
+            self._escalation = asyncio.create_task(self._signal_in_turn(signals))
+
+    async def _signal_in_turn(self, signals: list[signal.Signals]) -> None:
+        """Each signal in turn, the next only if the process outlives a grace period."""
         assert self._proc is not None
-        steps = [signal.SIGTERM, signal.SIGKILL] if first == signal.SIGINT else [signal.SIGKILL]
-        for sig in steps:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._proc.wait()), self.spec.stop_grace_s)
+        for sig in signals:
+            self._proc.signal_group(sig)
+            if await self._proc.wait_for(self.spec.stop_grace_s):
                 return
-            except TimeoutError:
-                log.info("task %s: still running, sending %s", self.spec.task_id, sig.name)
-                self._signal(sig)
+            log.info("task %s: still running after %s", self.spec.task_id, sig.name)
+
+    async def _time_out(self, timeout_s: float) -> None:
+        assert self._proc is not None
+        if await self._proc.wait_for(timeout_s):
+            return
+        log.info("task %s: timed out after %g s", self.spec.task_id, timeout_s)
+        self._timed_out = True
+        self._escalate([signal.SIGTERM, signal.SIGKILL])
 
     async def _watch(self) -> WorkerExit:
         assert self._proc is not None
-        code = await self._proc.wait()
+        code, usage = await self._proc.wait()
         # The leader is gone; whatever it left running in its group goes too, so that the
         # task's end is the end of its processes (and of their hold on our pipes).
-        self._signal(signal.SIGKILL)
+        await self._proc.finish()
         _, pending = await asyncio.wait(self._readers, timeout=_DRAIN_TIMEOUT_S)
         for reader in pending:
             log.warning("task %s: an escaped process holds the output open", self.spec.task_id)
             reader.cancel()
-        for helper in (self._writer, self._escalation):
-            if helper is not None:
-                helper.cancel()
-        await asyncio.gather(
-            *pending,
-            *(t for t in (self._writer, self._escalation) if t is not None),
-            return_exceptions=True,
-        )
+        helpers = [t for t in (self._escalation, self._timer) if t is not None]
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*pending, *helpers, return_exceptions=True)
         log.info("task %s: worker ended with code %s", self.spec.task_id, code)
-        return WorkerExit(exit_code=code, stopped=self._stop_requested)
-
-    async def _write(self) -> None:
-        """Feed queued input to stdin, in order, until the process stops reading."""
-        assert self._proc is not None and self._proc.stdin is not None
-        stdin = self._proc.stdin
-        while True:
-            data = await self._inputs.get()
-            try:
-                stdin.write(data)
-                await stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                log.info("task %s: stdin is closed, input dropped", self.spec.task_id)
-                return
+        error = None
+        if self._timed_out:
+            error = f"the command timed out after {self.spec.parameters.get('timeoutS')} s"
+        return WorkerExit(
+            exit_code=code,
+            stopped=self._stop_requested and not self._timed_out,
+            error=error,
+            resource_usage=usage.wire(),
+        )
 
     async def _read(self, stream: asyncio.StreamReader, kind: str) -> None:
         """Turn one pipe into output items, one per line (long lines split into pieces)."""
-        buffer = bytearray()
         limit = max(16, self.spec.max_chunk_bytes)
-        while True:
-            chunk = await stream.read(_READ_SIZE)
-            if not chunk:
-                break
-            buffer += chunk
-            while True:
-                newline = buffer.find(b"\n")
-                if newline < 0:
-                    if len(buffer) <= limit:
-                        break
-                    cut = _utf8_boundary(buffer, limit)
-                    self._emit_line(kind, bytes(buffer[:cut]))
-                    del buffer[:cut]
-                    continue
-                line = bytes(buffer[:newline])
-                del buffer[: newline + 1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                while len(line) > limit:
-                    cut = _utf8_boundary(line, limit)
-                    self._emit_line(kind, line[:cut])
-                    line = line[cut:]
-                self._emit_line(kind, line)
-        if buffer:
-            # A last line without a newline is still a line.
-            self._emit_line(kind, bytes(buffer))
+        carry = b""  # the end of a cut piece that would split a UTF-8 character
+        with contextlib.suppress(asyncio.CancelledError):
+            async for piece, complete in read_lines(stream, limit):
+                data = carry + piece
+                carry = b""
+                while len(data) > limit:
+                    cut = _utf8_boundary(data, limit)
+                    self._emit_line(kind, data[:cut])
+                    data = data[cut:]
+                if complete:
+                    self._emit_line(kind, data)
+                else:
+                    carry = data
+        if carry:
+            self._emit_line(kind, carry)
 
     def _emit_line(self, kind: str, line: bytes) -> None:
-        self.emit(
+        self.host.output(
             "task:stream",
             {"type": kind, "data": line.decode("utf-8", errors="replace"), "timestamp": now_iso()},
         )
 
 
-def _utf8_boundary(data: bytes | bytearray, limit: int) -> int:
+def _utf8_boundary(data: bytes, limit: int) -> int:
     """The largest cut at or below `limit` that does not split a UTF-8 character."""
     if len(data) <= limit:
         return len(data)
