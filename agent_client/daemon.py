@@ -22,6 +22,8 @@ import psutil
 from agent_client.commands import CommandLog
 from agent_client.connection import AgentConnection, Handler, LinkDown, Session, response_error
 from agent_client.tasks import TaskManager
+from agent_client.workdirs import allowed_roots
+from agent_client.workers import discover, load_workers
 from orchestra.aio import cancel_and_wait
 from orchestra.codec import now_iso
 from orchestra.settings import Settings, SettingsError
@@ -62,7 +64,8 @@ class AgentDaemon:
             "agent:registered": self._on_registered,
         }
         self.connection = AgentConnection(settings, secret, handlers, self._register)
-        self.tasks = TaskManager(settings, self.connection)
+        self.workers = load_workers()
+        self.tasks = TaskManager(settings, self.connection, secret, self.workers)
         self._stop = asyncio.Event()
 
     # -- life cycle --------------------------------------------------------------------
@@ -70,6 +73,7 @@ class AgentDaemon:
     async def run(self) -> None:
         """Run until cancelled, `request_stop`, SIGINT or SIGTERM; then shut down cleanly."""
         installed = self._install_signal_handlers()
+        await self._find_tools()
         self.tasks.restore()
         connection = asyncio.create_task(self.connection.run(), name="agent-connection")
         heartbeat = asyncio.create_task(self._heartbeats(), name="agent-heartbeat")
@@ -111,13 +115,30 @@ class AgentDaemon:
 
     # -- connection events -------------------------------------------------------------
 
+    async def _find_tools(self) -> None:
+        """Which tools of those this agent knows are installed here (and their versions);
+        `AGENT_TOOLS` narrows them down to the ones listed."""
+        found = await discover(self.workers)
+        wanted = set(self.settings.agent_tools)
+        tools = {t.name: t for t in found if not wanted or t.name in wanted}
+        self.tasks.tools = tools
+        log.info(
+            "tools: %s",
+            ", ".join(f"{t.name} {t.version or ''}".strip() for t in tools.values()) or "none",
+        )
+
     def registration(self) -> dict[str, Any]:
         """The `agent:register` payload, as of now."""
+        tools = list(self.tasks.tools.values())
+        capabilities = list(self.settings.agent_capabilities)
+        capabilities += [t.name for t in tools if t.name not in capabilities]
         return {
             "agentId": self.settings.agent_id,
             "name": self.settings.agent_name or socket.gethostname() or self.settings.agent_id,
-            "capabilities": list(self.settings.agent_capabilities),
-            "version": agent_version(),
+            "capabilities": capabilities,
+            "tools": [t.wire() for t in tools],
+            "agentVersion": agent_version(),
+            "metadata": {"allowedRoots": [str(r) for r in allowed_roots(self.settings)]},
             "maxConcurrency": self.settings.agent_max_concurrency,
             "lastCommandId": self.commands.last,
             "runningTasks": self.tasks.running_tasks(),

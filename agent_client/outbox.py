@@ -75,6 +75,8 @@ class _Control:
     payload: dict[str, Any]
     after_seq: int
     """Sent once the gateway has stored output 1..after_seq."""
+    on_refused: Callable[[str, str], None] | None = None
+    """Told (code, message) when the gateway refuses the event for good."""
 
 
 class TaskOutbox:
@@ -89,11 +91,21 @@ class TaskOutbox:
         ack_timeout_s: float,
         retry_delay_s: float,
         on_done: Callable[[TaskOutbox], None] | None = None,
+        on_stale: Callable[[TaskOutbox], None] | None = None,
     ) -> None:
         self.spool = spool
         self.task_id = spool.task_id
         self._link = link
         self._agent_id = agent_id
+        # Every report names the attempt it is about (PROTOCOL.md §5, 1.1); a task assigned
+        # by a 1.0 gateway has none.
+        attempt = spool.meta.get("attempt")
+        self.attempt: int | None = attempt if isinstance(attempt, int) else None
+        self._ids: dict[str, Any] = {"taskId": self.task_id, "agentId": agent_id}
+        if self.attempt is not None:
+            self._ids["attempt"] = self.attempt
+        self._on_stale = on_stale
+        self.stale = False
         self._ack_timeout_s = ack_timeout_s
         self._retry_delay_s = retry_delay_s
         self._on_done = on_done
@@ -112,15 +124,20 @@ class TaskOutbox:
     def output(self, event: str, fields: dict[str, Any]) -> None:
         """A worker's output item: numbered, spooled (flushed), then sent. The worker's sink."""
         if self.spool.final is not None:
-            log.warning("task %s: output after the task's end is dropped", self.task_id)
+            if not self.stale:
+                log.warning("task %s: output after the task's end is dropped", self.task_id)
             return
-        self.spool.append(event, {"taskId": self.task_id, "agentId": self._agent_id, **fields})
+        self.spool.append(event, self._ids | fields)
         self._wake.set()
 
-    def control(self, event: str, fields: dict[str, Any]) -> None:
+    def control(
+        self,
+        event: str,
+        fields: dict[str, Any],
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
         """A control event, sent once the output so far is acknowledged (not spooled)."""
-        payload = {"taskId": self.task_id, "agentId": self._agent_id, **fields}
-        self._controls.append(_Control(event, payload, self.spool.last_seq))
+        self._controls.append(_Control(event, self._ids | fields, self.spool.last_seq, on_refused))
         self._wake.set()
 
     def discard_controls(self) -> None:
@@ -140,9 +157,17 @@ class TaskOutbox:
         """The task's last events are known (its worker is over or never started)."""
         return self.spool.final is not None
 
+    @property
+    def ids(self) -> dict[str, Any]:
+        """What every report of this task carries: taskId, agentId and its attempt."""
+        return dict(self._ids)
+
     def running_task(self) -> dict[str, Any]:
         """This task as `agent:register` reports it."""
-        return {"taskId": self.task_id, "lastSeq": self.spool.persisted_seq}
+        task = {"taskId": self.task_id, "lastSeq": self.spool.persisted_seq}
+        if self.attempt is not None:
+            task["attempt"] = self.attempt
+        return task
 
     def start(self) -> None:
         """Start sending (once the task's first control events are queued)."""
@@ -222,6 +247,8 @@ class TaskOutbox:
         response = await session.request(control.event, control.payload, self._ack_timeout_s)
         error = response_error(response)
         if error is None:
+            if _is_stale(response):
+                self._went_stale(control.event)
             return True
         code, message = error
         if code in _RETRYABLE:
@@ -234,7 +261,29 @@ class TaskOutbox:
         log.error(
             "task %s: the gateway refused %s (%s: %s)", self.task_id, control.event, code, message
         )
+        if control.on_refused is not None:
+            control.on_refused(code, message)
         return True
+
+    def _went_stale(self, event: str) -> None:
+        """The gateway has moved on to a later attempt of this task: nothing this attempt
+        says matters any more, and its worker should go."""
+        if self.stale:
+            return
+        self.stale = True
+        log.warning(
+            "task %s: the gateway answered %s as stale: attempt %s was superseded",
+            self.task_id,
+            event,
+            self.attempt,
+        )
+        self.spool.ack(self.spool.last_seq)
+        self._controls.clear()
+        if self.spool.final is None:
+            self.spool.set_final([])
+        self._wake.set()
+        if self._on_stale is not None:
+            self._on_stale(self)
 
     async def _idle(self, session: Sender, sent: int) -> None:
         """Wait for news: new output, an ack, a lost connection, or a resend deadline."""
@@ -267,6 +316,9 @@ class TaskOutbox:
     def _on_ack(self, response: Any) -> None:
         """An output item's ack: `{persistedSeq}` moves the acknowledged mark forward."""
         error = response_error(response)
+        if error is None and _is_stale(response):
+            self._went_stale("output")
+            return
         if error is None:
             data = response.get("data") if isinstance(response, dict) else None
             persisted = data.get("persistedSeq") if isinstance(data, dict) else None
@@ -298,3 +350,8 @@ class TaskOutbox:
             )
             self._rewind_at = time.monotonic() + self._retry_delay_s
             self._wake.set()
+
+
+def _is_stale(response: Any) -> bool:
+    data = response.get("data") if isinstance(response, dict) else None
+    return isinstance(data, dict) and data.get("stale") is True

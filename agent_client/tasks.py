@@ -1,11 +1,17 @@
-"""The agent's tasks: assignment, input, stop, permission, and the end of each worker.
+"""The agent's tasks: assignment, input, stop, permission answers, and each worker's end.
 
-Each task has an outbox (its ordered, spooled events) and, while its process runs, a
-worker. What this module emits, per task, in order:
+Each task has an outbox (its ordered, spooled events) and, while it runs, a worker. What
+this module emits, per task, in order:
 
-- refused: `task:rejected {reason}`;
-- started: `task:accepted`, `worker:status running`, its output items, then, once every item
-  is acknowledged, `worker:status completed | cancelled | error` and `task:result`.
+- refused: `task:rejected {reason}` (`code: PARAM_001` when the task's own parameters are
+  at fault, such as a working directory outside the allowed roots);
+- started: `task:accepted`, `worker:status running`, its output items and reports
+  (permission requests), then, once every item is acknowledged, `worker:status completed
+  | cancelled | error` and `task:result`.
+
+Every report names the task's attempt. A `task:assign` of a task held under another
+attempt means the gateway gave up on that one: its worker and unsent reports are dropped.
+So is a task whose reports the gateway answers `{stale: true}`.
 
 After a daemon restart the spools come back: their output is sent again, and a task whose
 worker died with the old daemon ends with `worker:status error` and a failed `task:result`.
@@ -21,16 +27,24 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
 
 from agent_client.outbox import Link, TaskOutbox
 from agent_client.spool import FinalEvents, Spool
-from agent_client.workers import WORKERS, Worker, WorkerExit, WorkerSpec, WorkerStartError
-from agent_client.workers.base import StopMode, describe_exit
+from agent_client.workdirs import WorkdirRefused, working_directory
+from agent_client.workers import (
+    PermissionDecision,
+    ToolInfo,
+    Worker,
+    WorkerExit,
+    WorkerSpec,
+    WorkerStartError,
+)
+from agent_client.workers.base import describe_exit
 from orchestra.aio import cancel_and_wait
+from orchestra.crypto import unseal_for_agent
 from orchestra.settings import Settings
 
 __all__ = ["TaskManager"]
@@ -53,12 +67,22 @@ class _Task:
 class TaskManager:
     """Starts, feeds, stops and reports the workers of one agent."""
 
-    def __init__(self, settings: Settings, link: Link) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        link: Link,
+        secret: str,
+        workers: Mapping[str, type[Worker]],
+    ) -> None:
         self._settings = settings
         self._link = link
+        self._secret = secret  # unseals the AI configs' keys sent for this agent
         self._agent_id = settings.agent_id
         self._spool_dir = settings.agent_state_dir / "spool"
         self._work_dir = settings.agent_state_dir / "work"
+        self._workers = dict(workers)
+        self.tools: dict[str, ToolInfo] = {}
+        """The tools found on this machine, by name (set by the daemon once it looked)."""
         self._tasks: dict[str, _Task] = {}
         self._shutting_down = False
 
@@ -79,14 +103,16 @@ class TaskManager:
             if spool.task_id in self._tasks:
                 continue
             if spool.final is None:
-                self._end_orphan(spool.meta)
+                _end_orphan(spool.meta)
                 spool.set_final(
                     self._final_events(
+                        spool.meta.get("attempt"),
                         spool.task_id,
-                        status="error",
-                        message="the agent restarted while the worker was running",
-                        success=False,
-                        result=None,
+                        WorkerExit(
+                            exit_code=None,
+                            stopped=False,
+                            error="the agent restarted while the worker was running",
+                        ),
                         duration=0.0,
                     )
                 )
@@ -110,93 +136,134 @@ class TaskManager:
             log.error("task:assign without a taskId, ignored")
             return
         command_id = data.get("commandId")
+        attempt = data.get("attempt") if isinstance(data.get("attempt"), int) else None
         known = self._tasks.get(task_id)
         if known is not None:
-            if known.outbox.spool.meta.get("commandId") in (None, command_id):
+            meta = known.outbox.spool.meta
+            same = meta.get("attempt") == attempt if attempt is not None else None
+            if same or (same is None and meta.get("commandId") in (None, command_id)):
                 log.info("task %s: assigned again while known, ignored", task_id)
                 return
-            # A new assignment of a task we hold: the gateway gave up on our earlier attempt
-            # (we were gone past the grace period) and queued the task again. The earlier
-            # attempt's worker and unsent reports are of no use to anyone now.
+            # A new attempt of a task we hold: the gateway gave up on our earlier one (we
+            # were gone past the grace period) and queued the task again.
             log.warning("task %s: assigned anew; ending the earlier attempt", task_id)
             await self._drop(known)
         tool = str(task.get("tool", ""))
         parameters = task.get("parameters") if isinstance(task.get("parameters"), dict) else {}
         assert isinstance(parameters, dict)
-        worker_class = WORKERS.get(tool)
-        reason: str | None = None
-        workdir: Path | None = None
-        if self._shutting_down:
-            reason = "the agent is shutting down"
-        elif worker_class is None or tool not in self._settings.agent_capabilities:
-            reason = f"this agent does not run the {tool!r} tool"
-        elif self.running_count >= self._settings.agent_max_concurrency:
-            reason = f"this agent is full ({self._settings.agent_max_concurrency} tasks running)"
-        else:
-            reason = worker_class.check(parameters)
-            if reason is None:
-                workdir, reason = self._working_directory(parameters.get("workingDirectory"))
-        spool = Spool.create(self._spool_dir, task_id, tool=tool, commandId=command_id)
+        spool = Spool.create(
+            self._spool_dir, task_id, tool=tool, commandId=command_id, attempt=attempt
+        )
         outbox = self._new_outbox(spool)
         entry = _Task(outbox)
         self._tasks[task_id] = entry
-        if reason is None and worker_class is not None and workdir is not None:
-            spec = WorkerSpec(
-                task_id=task_id,
-                tool=tool,
-                parameters=parameters,
-                working_directory=workdir,
-                stop_grace_s=self._settings.worker_stop_grace_s,
-                max_chunk_bytes=max(1024, min(64 * 1024, self._settings.max_payload_bytes // 8)),
-            )
-            worker = worker_class(spec, outbox.output)
-            # Queued before the process starts, so no output can overtake them.
-            outbox.control("task:accepted", {})
-            outbox.control("worker:status", {"status": "running"})
-            try:
-                await worker.start()
-            except WorkerStartError as exc:
-                reason = str(exc)
-                outbox.discard_controls()
-            else:
-                entry.worker = worker
-                entry.started = time.monotonic()
-                spool.update_meta(pid=worker.pid, createTime=_create_time(worker.pid))
-                entry.watcher = asyncio.create_task(self._watch(entry, worker))
-        if reason is not None:
+        refusal = await self._start(entry, task_id, tool, parameters)
+        if refusal is not None:
+            reason, code = refusal
             log.info("task %s: rejected: %s", task_id, reason)
-            outbox.finish([("task:rejected", self._ids(task_id) | {"reason": reason})])
+            rejection: dict[str, Any] = outbox.ids | {"reason": reason}
+            if code is not None:
+                rejection["code"] = code
+            outbox.finish([("task:rejected", rejection)])
         outbox.start()
 
+    async def _start(
+        self, entry: _Task, task_id: str, tool: str, parameters: dict[str, Any]
+    ) -> tuple[str, str | None] | None:
+        """Start the task's worker; (reason, code) when it cannot be."""
+        worker_class = self._workers.get(tool)
+        found = self.tools.get(tool)
+        if self._shutting_down:
+            return "the agent is shutting down", None
+        if worker_class is None or found is None:
+            return f"this agent does not run the {tool!r} tool", None
+        if self.running_count >= self._settings.agent_max_concurrency:
+            return f"this agent is full ({self._settings.agent_max_concurrency} running)", None
+        problem = worker_class.check(parameters)
+        if problem is not None:
+            return problem, "PARAM_001"
+        try:
+            workdir = working_directory(
+                parameters.get("workingDirectory"), self._settings, self._work_dir
+            )
+        except WorkdirRefused as exc:
+            return str(exc), "PARAM_001"
+        try:
+            secrets = self._unseal(task_id, parameters.get("secrets"))
+        except ValueError as exc:
+            return f"the task's secrets cannot be opened here ({exc})", None
+        timeout_s = parameters.get("permissionTimeoutS")
+        spec = WorkerSpec(
+            task_id=task_id,
+            tool=tool,
+            parameters={k: v for k, v in parameters.items() if k != "secrets"},
+            working_directory=workdir,
+            stop_grace_s=self._settings.worker_stop_grace_s,
+            attempt=entry.outbox.attempt or 1,
+            executable=found.executable,
+            secrets=secrets,
+            permission_timeout_s=float(timeout_s) if isinstance(timeout_s, int | float) else 1800.0,
+            max_chunk_bytes=max(1024, min(64 * 1024, self._settings.max_payload_bytes // 8)),
+        )
+        worker = worker_class(spec, entry.outbox)
+        # Queued before the process starts, so no output can overtake them.
+        entry.outbox.control("task:accepted", {})
+        entry.outbox.control("worker:status", {"status": "running"})
+        try:
+            await worker.start()
+        except WorkerStartError as exc:
+            entry.outbox.discard_controls()
+            return str(exc), None
+        entry.worker = worker
+        entry.started = time.monotonic()
+        entry.outbox.spool.update_meta(pid=worker.pid, createTime=_create_time(worker.pid))
+        entry.watcher = asyncio.create_task(self._watch(entry, worker))
+        return None
+
     async def input(self, data: Mapping[str, Any]) -> None:
-        """`worker:input`: text for the worker's stdin."""
+        """`worker:input`: the user's next message (or bytes for stdin; `eof` ends it)."""
         entry = self._running(data.get("taskId"), "worker:input")
         text = data.get("input")
         if entry is not None and entry.worker is not None:
-            await entry.worker.send_input(text if isinstance(text, str) else str(text))
+            await entry.worker.send_input(
+                text if isinstance(text, str) else "", eof=data.get("eof") is True
+            )
 
     async def stop(self, data: Mapping[str, Any]) -> None:
-        """`worker:stop`: interrupt (SIGINT, escalating) or kill (SIGKILL)."""
+        """`worker:stop`: interrupt the current turn (the worker stays), or kill it."""
         entry = self._running(data.get("taskId"), "worker:stop")
-        mode: StopMode = "kill" if data.get("mode") == "kill" else "interrupt"
-        if entry is not None and entry.worker is not None:
-            log.info("task %s: stop requested (%s)", entry.outbox.task_id, mode)
-            await entry.worker.stop(mode)
+        if entry is None or entry.worker is None:
+            return
+        log.info("task %s: stop requested (%s)", entry.outbox.task_id, data.get("mode"))
+        if data.get("mode") == "kill":
+            await entry.worker.stop("kill")
+        else:
+            await entry.worker.interrupt()
 
     async def permission(self, data: Mapping[str, Any]) -> None:
-        """`worker:permission`: the user's decision on something the worker asked."""
+        """`worker:permission`: the answer to something the worker asked."""
         entry = self._running(data.get("taskId"), "worker:permission")
-        if entry is not None and entry.worker is not None:
-            await entry.worker.permission(
-                str(data.get("permissionId", "")),
-                str(data.get("decision", "deny")),
-                data.get("message") if isinstance(data.get("message"), str) else None,
+        if entry is None or entry.worker is None:
+            return
+        attempt = data.get("attempt")
+        if attempt is not None and entry.outbox.attempt not in (None, attempt):
+            log.info("task %s: an answer for attempt %s, dropped", entry.outbox.task_id, attempt)
+            return
+        updated = data.get("updatedInput")
+        await entry.worker.decide(
+            PermissionDecision(
+                permission_id=str(data.get("permissionId", "")),
+                decision="allow" if data.get("decision") == "allow" else "deny",
+                scope="session" if data.get("scope") == "session" else "once",
+                message=data.get("message") if isinstance(data.get("message"), str) else None,
+                updated_input=updated if isinstance(updated, dict) else None,
             )
+        )
 
     # -- shutting down -----------------------------------------------------------------
 
     async def shutdown(self, flush_timeout_s: float) -> None:
-        """Stop every worker (SIGTERM, then SIGKILL after the grace), flush, close."""
+        """Stop every worker (gracefully, then harder after the grace), flush, close."""
         self._shutting_down = True
         running = [t for t in self._tasks.values() if t.running and t.worker is not None]
         for entry in running:
@@ -217,8 +284,10 @@ class TaskManager:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _ids(self, task_id: str) -> dict[str, Any]:
-        return {"taskId": task_id, "agentId": self._agent_id}
+    def _unseal(self, task_id: str, secrets: Any) -> dict[str, str]:
+        if not isinstance(secrets, dict) or not isinstance(secrets.get("sealed"), str):
+            return {}
+        return unseal_for_agent(self._secret, task_id, secrets["sealed"])
 
     def _new_outbox(self, spool: Spool) -> TaskOutbox:
         return TaskOutbox(
@@ -228,6 +297,7 @@ class TaskManager:
             ack_timeout_s=self._settings.connection_timeout_s,
             retry_delay_s=self._settings.reconnect_delay_s,
             on_done=self._forget,
+            on_stale=self._superseded,
         )
 
     def _forget(self, outbox: TaskOutbox) -> None:
@@ -235,6 +305,12 @@ class TaskManager:
         if entry is not None and entry.outbox is outbox:
             del self._tasks[outbox.task_id]
             log.info("task %s: delivered in full", outbox.task_id)
+
+    def _superseded(self, outbox: TaskOutbox) -> None:
+        """The gateway moved on to a later attempt: this attempt's worker must go."""
+        entry = self._tasks.get(outbox.task_id)
+        if entry is not None and entry.outbox is outbox and entry.worker is not None:
+            asyncio.get_running_loop().create_task(entry.worker.stop("kill"))
 
     async def _drop(self, entry: _Task) -> None:
         """End a task attempt without a word to the gateway: worker, reports, spool."""
@@ -257,91 +333,77 @@ class TaskManager:
             return None
         return entry
 
-    def _working_directory(self, requested: Any) -> tuple[Path | None, str | None]:
-        """The task's directory and None, or None and why it is refused."""
-        if requested is None or requested == "":
-            self._work_dir.mkdir(parents=True, exist_ok=True)
-            return self._work_dir.resolve(), None
-        if not isinstance(requested, str):
-            return None, "workingDirectory must be a string"
-        path = Path(requested).expanduser()
-        if not path.is_absolute():
-            path = self._work_dir / path
-        path = path.resolve()
-        roots = [Path(root).expanduser().resolve() for root in self._settings.agent_allowed_roots]
-        if roots and not any(path.is_relative_to(root) for root in roots):
-            return None, f"working directory {requested} is outside the roots this agent allows"
-        if not path.is_dir():
-            return None, f"working directory {requested} does not exist"
-        return path, None
-
     async def _watch(self, entry: _Task, worker: Worker) -> None:
         """Wait for the worker's end, then queue its final status and result."""
         try:
             ended = await worker.wait()
         except Exception as exc:  # a bug in a worker must still end the task
             log.exception("task %s: the worker failed", entry.outbox.task_id)
-            ended = WorkerExit(exit_code=None, stopped=False)
-            message = f"the worker failed: {exc}"
-        else:
-            message = describe_exit(ended.exit_code)
-        duration = time.monotonic() - entry.started
-        success = ended.exit_code == 0 and not ended.stopped
+            ended = WorkerExit(exit_code=None, stopped=False, error=f"the worker failed: {exc}")
         if self._shutting_down and ended.stopped:
-            status, message = "error", "the agent shut down while the worker was running"
-        elif ended.stopped:
-            status, message = "cancelled", "the worker was stopped on request"
-        elif success:
-            status = "completed"
-        else:
-            status = "error"
-        result: dict[str, Any] = {"exitCode": ended.exit_code}
-        if ended.exit_code is not None and ended.exit_code < 0:
-            with contextlib.suppress(ValueError):
-                result["signal"] = signal.Signals(-ended.exit_code).name
+            ended = WorkerExit(
+                exit_code=ended.exit_code,
+                stopped=True,
+                error="the agent shut down while the worker was running",
+                result=ended.result,
+                resource_usage=ended.resource_usage,
+            )
         entry.outbox.finish(
             self._final_events(
+                entry.outbox.attempt,
                 entry.outbox.task_id,
-                status=status,
-                message=None if success else message,
-                success=success,
-                result=result,
-                duration=duration,
+                ended,
+                duration=time.monotonic() - entry.started,
             )
         )
 
     def _final_events(
-        self,
-        task_id: str,
-        *,
-        status: str,
-        message: str | None,
-        success: bool,
-        result: dict[str, Any] | None,
-        duration: float,
+        self, attempt: Any, task_id: str, ended: WorkerExit, *, duration: float
     ) -> FinalEvents:
-        state: dict[str, Any] = self._ids(task_id) | {"status": status}
-        outcome: dict[str, Any] = self._ids(task_id) | {
-            "success": success,
+        """The final `worker:status` and `task:result` of a worker that ended so."""
+        if ended.error is not None:
+            status, message = "error", ended.error
+        elif ended.stopped:
+            status, message = "cancelled", "the worker was stopped on request"
+        elif ended.succeeded or (ended.succeeded is None and ended.exit_code == 0):
+            status, message = "completed", None
+        else:
+            status, message = "error", describe_exit(ended.exit_code)
+        ids: dict[str, Any] = {"taskId": task_id, "agentId": self._agent_id}
+        if isinstance(attempt, int):
+            ids["attempt"] = attempt
+        state: dict[str, Any] = ids | {"status": status}
+        outcome: dict[str, Any] = ids | {
+            "success": status == "completed",
             "duration": round(duration, 3),
         }
         if message is not None:
             state["message"] = message
             outcome["error"] = message
-        if result is not None:
+        result: dict[str, Any] = {}
+        if ended.exit_code is not None:
+            result["exitCode"] = ended.exit_code
+            if ended.exit_code < 0:
+                with contextlib.suppress(ValueError):
+                    result["signal"] = signal.Signals(-ended.exit_code).name
+        result.update(ended.result or {})
+        if result or status != "error":
             outcome["result"] = result
+        if ended.resource_usage is not None:
+            outcome["resourceUsage"] = ended.resource_usage
         return [("worker:status", state), ("task:result", outcome)]
 
-    def _end_orphan(self, meta: Mapping[str, Any]) -> None:
-        """Kill the process group a previous daemon left running, if it is still the same."""
-        pid, created = meta.get("pid"), meta.get("createTime")
-        if not isinstance(pid, int) or not isinstance(created, int | float):
-            return
-        if _create_time(pid) != created:
-            return  # gone, or the pid now belongs to someone else
-        log.warning("ending the orphaned worker process group %d", pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+
+def _end_orphan(meta: Mapping[str, Any]) -> None:
+    """Kill the process group a previous daemon left running, if it is still the same."""
+    pid, created = meta.get("pid"), meta.get("createTime")
+    if not isinstance(pid, int) or not isinstance(created, int | float):
+        return
+    if _create_time(pid) != created:
+        return  # gone, or the pid now belongs to someone else
+    log.warning("ending the orphaned worker process group %d", pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _create_time(pid: int | None) -> float | None:
