@@ -191,11 +191,40 @@ class Client:
         )
         return started
 
-    async def send_input(self, task_id: str, text: str, timeout_s: float = 60) -> None:
-        """Type `text` into the task's worker: it gets it once, whatever drops between."""
-        await self.request(
-            "worker:input", {"taskId": task_id, "input": text}, timeout_s, repeat=True
+    async def send_input(
+        self, task_id: str, text: str, timeout_s: float = 60, *, eof: bool = False
+    ) -> None:
+        """Type `text` into the task's worker: it gets it once, whatever drops between.
+        `eof` ends the input (an AI tool finishes, a command's stdin closes)."""
+        payload: dict[str, Any] = {"taskId": task_id, "input": text}
+        if eof:
+            payload["eof"] = True
+        await self.request("worker:input", payload, timeout_s, repeat=True)
+
+    async def answer(
+        self,
+        task_id: str,
+        permission_id: str,
+        decision: Literal["allow", "deny"],
+        *,
+        scope: Literal["once", "session"] = "once",
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        timeout_s: float = 60,
+    ) -> dict[str, Any]:
+        """Answer a worker's permission request; the PermissionView of what became of it
+        (the first answer from anyone wins; a repeat is harmless)."""
+        payload: dict[str, Any] = {"taskId": task_id, "permissionId": permission_id,
+                                   "decision": decision, "scope": scope}  # fmt: skip
+        if message is not None:
+            payload["message"] = message
+        if updated_input is not None:
+            payload["updatedInput"] = updated_input
+        answered: dict[str, Any] = await self.request(
+            "worker:permission", payload, timeout_s, repeat=True
         )
+        resolved: dict[str, Any] = answered["resolved"]
+        return resolved
 
     async def stop(self, task_id: str, mode: str = "interrupt", timeout_s: float = 60) -> None:
         await self.request("worker:stop", {"taskId": task_id, "mode": mode}, timeout_s, repeat=True)

@@ -43,7 +43,7 @@ __all__ = [
     "valid_event_id",
 ]
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 ALGORITHMS: tuple[str, ...] = ("zstd", "gzip")
 _JS_SAFE_INT = 2**53 - 1
 

@@ -113,6 +113,8 @@ class Deployment:
             ORCHESTRA_JWT_SECRET="test-jwt-secret-" + "x" * 32,
             ORCHESTRA_LOG_LEVEL="INFO",
             ORCHESTRA_HEARTBEAT_INTERVAL_S="2",
+            # Agents run tasks in the test's folders (by default only under the home folder).
+            ORCHESTRA_AGENT_ALLOWED_ROOTS=str(self.root),
             # Tests poll quickly; the rate limit has its own test with its own figure.
             ORCHESTRA_RATE_LIMIT_REQUESTS="1000000",
             PYTHONUNBUFFERED="1",
@@ -148,12 +150,19 @@ class Deployment:
         secret_file.write_text(secret + "\n")
         return agent.id, secret_file
 
-    def _spawn(self, name: str, args: list[str], cls: type[Process] = Process, **extra: Any) -> Any:
+    def _spawn(
+        self,
+        name: str,
+        args: list[str],
+        cls: type[Process] = Process,
+        env: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Any:
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "orchestra", *args],
-                env=self.env,
+                env=self.env | (env or {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -174,7 +183,14 @@ class Deployment:
         )
         return gateway
 
-    def start_agent(self, agent_id: str, secret_file: Path, server_url: str) -> Process:
+    def start_agent(
+        self,
+        agent_id: str,
+        secret_file: Path,
+        server_url: str,
+        env: dict[str, str] | None = None,
+    ) -> Process:
+        """An agent daemon; `env` adds to its environment (a PATH with fake tools, say)."""
         process: Process = self._spawn(
             f"agent-{agent_id[:8]}",
             [
@@ -188,6 +204,7 @@ class Deployment:
                 "--state-dir",
                 str(self.root / "agents" / agent_id),
             ],
+            env=env,
         )
         return process
 

@@ -3,10 +3,12 @@ online (the `running` fixture of `tests/conftest.py`)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tests.support.processes import Deployment, Gateway, Process, wait_for
+from tests.support.processes import Deployment, Gateway, Process, http, wait_for
 from tests.support.web import WebClient, login
 
 PASSWORD = "correct horse battery staple"
@@ -25,6 +27,15 @@ class Running:
         client = WebClient()
         await client.connect(self.gateway.url, self.token)
         return client
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        """The task's TaskView, over REST."""
+        status, body = await asyncio.to_thread(
+            http, "GET", f"{self.gateway.url}/api/tasks/{task_id}", None, self.token
+        )
+        assert status == 200, body
+        task: dict[str, Any] = body["task"]
+        return task
 
 
 async def start_running(deployment: Deployment) -> Running:

@@ -67,13 +67,17 @@ class WebClient:
         return bool(agents) and agents[0]["status"] == status
 
     async def wait_for_event(
-        self, name: str, predicate: Any = None, timeout_s: float = 60.0
+        self, name: str, predicate: Any = None, timeout_s: float = 60.0, count: int = 1
     ) -> dict[str, Any]:
+        """The `count`-th event `name` (matching `predicate`) received so far or soon."""
+
         def find() -> dict[str, Any] | None:
-            for event, data in self.events:
-                if event == name and (predicate is None or predicate(data)):
-                    return data
-            return None
+            found = [
+                data
+                for event, data in self.events
+                if event == name and (predicate is None or predicate(data))
+            ]
+            return found[count - 1] if len(found) >= count else None
 
         found: dict[str, Any] = await wait_for(find, timeout_s=timeout_s, what=f"event {name}")
         return found

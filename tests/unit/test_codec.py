@@ -33,7 +33,7 @@ def test_envelope_carries_every_field_and_keeps_the_payloads_own() -> None:
     assert payload["taskId"] == "t-1" and payload["seq"] == 3
     assert isinstance(payload["id"], str) and payload["id"]
     assert payload["source"] == "agent"
-    assert payload["version"] == "1.0"
+    assert payload["version"] == "1.1"
     assert TIMESTAMP.match(payload["timestamp"]), payload["timestamp"]
 
 
