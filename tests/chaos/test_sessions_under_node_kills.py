@@ -36,11 +36,13 @@ pytestmark = pytest.mark.sqlite_only
 
 
 def chatty_worker(lines: int, interval_s: float) -> list[str]:
-    """Prints `line 1`..`line N` at a steady rate, answers each input line X with `got X`,
-    and exits once it reads `quit`."""
+    """Once it reads its first input line, prints `line 1`..`line N` at a steady rate;
+    answers each input line X with `got X`, and exits once it reads `quit`. (Printing
+    waits for the test to be ready, however long the setup took on a busy machine.)"""
     program = (
         "import os, sys, threading, time\n"
         "lock = threading.Lock()\n"
+        "started = threading.Event()\n"
         "def say(text):\n"
         "    with lock:\n"
         "        sys.stdout.write(text + '\\n')\n"
@@ -52,7 +54,9 @@ def chatty_worker(lines: int, interval_s: float) -> list[str]:
         "            say('bye')\n"
         "            os._exit(0)\n"
         "        say('got ' + line)\n"
+        "        started.set()\n"
         "threading.Thread(target=answer, daemon=True).start()\n"
+        "started.wait()\n"
         f"for n in range(1, {lines} + 1):\n"
         "    say(f'line {n}')\n"
         f"    time.sleep({interval_s})\n"
@@ -133,6 +137,9 @@ async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
             return all(w.has(f"line {LINES}") for w in watchers)
 
         sent: dict[str, list[str]] = {task_id: [] for task_id in tasks}
+        for task_id in tasks:  # every worker starts printing now
+            await driver.send_input(task_id, "start")
+            sent[task_id].append("start")
 
         async def type_inputs(task_id: str) -> None:
             # One after another, as a person types: each is acknowledged before the next.
