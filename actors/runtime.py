@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actors import streams
 from actors.actor import Actor, ActorEnv, ActorFactory, ActorRef
@@ -89,8 +90,8 @@ class ActorSystem:
             raw = await asyncio.wait_for(
                 self.redis.blpop([reply_key], timeout=timeout_s), timeout=timeout_s + 1
             )
-        except TimeoutError:
-            raw = None
+        except (TimeoutError, RedisTimeoutError):
+            raw = None  # Redis's own read timeout on the blocking pop says the same
         if raw is None:
             raise ConnectionTimeout(f"{address} did not answer {type} within {timeout_s:g} s")
         answer = json.loads(raw[1])

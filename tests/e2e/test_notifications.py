@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from orchestra import keys
 from tests.support.ai import FAKE_TOOLS, start_ai
-from tests.support.processes import Deployment, http, wait_for
+from tests.support.processes import Deployment, holds_every_partition, http, wait_for
 from tests.support.running import PASSWORD
 from tests.support.web import WebClient, login
 from tests.support.webhooks import Receiver, signed
@@ -59,6 +59,7 @@ async def test_permission_requested_and_task_completed_arrive_once_across_a_node
         await wait_for(lambda: receiver.accepted("alice"), what="permission.requested")
 
         nodes[0].kill()  # SIGKILL: its leases, its sockets, its deliveries in flight
+        await wait_for(lambda: holds_every_partition(nodes[1]), what="the takeover")
         await client.ok(
             "worker:permission",
             {"taskId": started["taskId"], "permissionId": asked["permissionId"],

@@ -240,3 +240,10 @@ def http(
             return answer.status, json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+async def holds_every_partition(gateway: Gateway, partitions: int = 16) -> bool:
+    """Whether `gateway` holds every actor partition (it is the only live node, and has
+    taken over what a killed one held)."""
+    status, health = await asyncio.to_thread(http, "GET", gateway.url + "/health")
+    return status == 200 and sorted(health.get("partitions") or []) == list(range(partitions))
