@@ -62,8 +62,8 @@ from agent_client.workers.codex_items import (
     turn_outputs,
 )
 from agent_client.workers.codex_rpc import CodexRpc, Reply
+from agent_client.workers.items import split_text
 from agent_client.workers.process import ChildProcess, read_lines
-from agent_client.workers.stream_json_items import split_text
 from orchestra.codec import now_iso
 
 __all__ = ["CodexWorker"]
@@ -342,7 +342,7 @@ class CodexWorker(Worker):
         self.host.output("worker:output", fields)
 
     def _log_line(self, line: str, kind: str = "log") -> None:
-        for piece, _ in split_text({"text": line}, self.spec.max_chunk_bytes):
+        for piece, _ in split_text(line, self.spec.max_chunk_bytes):
             self.host.output("task:stream", {"type": kind, "data": piece, "timestamp": now_iso()})
 
     # -- the process --------------------------------------------------------------------

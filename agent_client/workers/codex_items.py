@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_client.workers.stream_json_items import cut, split_text
+from agent_client.workers.items import cut, split_text
 from orchestra.codec import now_iso
 
 __all__ = [
@@ -136,7 +136,7 @@ def text_items(kind: str, text: str, message_id: str, limit: int, **details: Any
     """A `user`, `assistant` or `thinking` text, split into items of at most `limit`."""
     return [
         item(kind, piece, {"messageId": message_id, **more, **details})
-        for piece, more in split_text({"text": text}, limit)
+        for piece, more in split_text(text, limit)
     ]
 
 

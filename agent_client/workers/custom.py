@@ -27,6 +27,7 @@ from agent_client.workers.base import (
     WorkerStartError,
     worker_environment,
 )
+from agent_client.workers.items import utf8_boundary
 from agent_client.workers.process import ChildProcess, read_lines
 from orchestra.codec import now_iso
 
@@ -192,7 +193,7 @@ class CustomWorker(Worker):
                 data = carry + piece
                 carry = b""
                 while len(data) > limit:
-                    cut = _utf8_boundary(data, limit)
+                    cut = utf8_boundary(data, limit)
                     self._emit_line(kind, data[:cut])
                     data = data[cut:]
                 if complete:
@@ -207,13 +208,3 @@ class CustomWorker(Worker):
             "task:stream",
             {"type": kind, "data": line.decode("utf-8", errors="replace"), "timestamp": now_iso()},
         )
-
-
-def _utf8_boundary(data: bytes, limit: int) -> int:
-    """The largest cut at or below `limit` that does not split a UTF-8 character."""
-    if len(data) <= limit:
-        return len(data)
-    cut = limit
-    while cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut or limit

@@ -9,7 +9,7 @@
   and `stats`.
 
 The user's own message is an item the worker sends when it sends the prompt. Every item
-fits in one event (`stream_json_items.split_text` and `cut`), and no item or log line
+fits in one event (`items.split_text` and `cut`), and no item or log line
 carries the API key.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_client.workers.base import WorkerHost
-from agent_client.workers.stream_json_items import cut, split_text, summary
+from agent_client.workers.items import cut, split_text, summary
 from orchestra.codec import now_iso
 
 __all__ = ["GeminiItems", "TurnOutput"]
@@ -120,7 +120,7 @@ class GeminiItems:
 
     def emit_text(self, kind: str, text: str, details: dict[str, Any]) -> None:
         """A whole message; one longer than the chunk limit in parts (`part`, `parts`)."""
-        for piece, more in split_text({"text": text}, self._limit):
+        for piece, more in split_text(text, self._limit):
             self.emit(kind, piece, details | more)
 
     def emit_cut(self, kind: str, text: str, details: dict[str, Any], **extra: Any) -> None:
@@ -134,7 +134,7 @@ class GeminiItems:
 
     def log(self, kind: str, text: str) -> None:
         """A `task:stream` line (`log`, `stderr`), in pieces of at most the chunk limit."""
-        for piece, _ in split_text({"text": self.redact(text)}, self._limit):
+        for piece, _ in split_text(self.redact(text), self._limit):
             self._host.output("task:stream", {"type": kind, "data": piece, "timestamp": now_iso()})
 
     def redact(self, value: Any) -> Any:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_client.workers.base import PermissionDecision, WorkerHost
-from agent_client.workers.stream_json_items import cut
+from agent_client.workers.items import cut
 
 __all__ = ["Asked", "PendingRequests"]
 

@@ -43,10 +43,10 @@ from agent_client.workers.base import (
     describe_exit,
     worker_environment,
 )
+from agent_client.workers.items import cut
 from agent_client.workers.permission_requests import Asked, PendingRequests
 from agent_client.workers.process import ChildProcess, read_lines
 from agent_client.workers.stream_json_items import (
-    cut,
     items_of,
     message_usage,
     result_item,

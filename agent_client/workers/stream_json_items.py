@@ -12,7 +12,7 @@ Pure functions from one parsed stdout line to the `worker:output` items it stand
 
 Every item fits in one event: text longer than the chunk limit is split into parts of one
 message (`details.part`, `details.parts`), a tool's result or input is cut to it
-(`details.truncated`), as PROTOCOL.md §8 says.
+(`details.truncated`), as PROTOCOL.md §8 says (`workers.items`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_client.workers.items import cut, split_text, summary
 from orchestra.codec import now_iso
 
 __all__ = [
     "Item",
-    "cut",
     "items_of",
     "message_usage",
     "result_item",
     "result_text",
     "result_usage",
-    "split_text",
-    "summary",
 ]
 
 Item = dict[str, Any]
@@ -89,10 +87,11 @@ def _assistant(line: dict[str, Any], limit: int) -> list[Item]:
     for block in _blocks(message.get("content")):
         kind = block.get("type")
         if kind == "text":
-            items += [_item("assistant", part, base | d) for part, d in split_text(block, limit)]
+            parts = split_text(str(block.get("text", "")), limit)
+            items += [_item("assistant", part, base | d) for part, d in parts]
         elif kind == "thinking":
-            thought = {"text": block.get("thinking", "")}
-            items += [_item("thinking", part, base | d) for part, d in split_text(thought, limit)]
+            parts = split_text(str(block.get("thinking", "")), limit)
+            items += [_item("thinking", part, base | d) for part, d in parts]
         elif kind == "tool_use":
             name = str(block.get("name", ""))
             tool_input, truncated = cut(block.get("input"), limit)
@@ -119,9 +118,8 @@ def _user(line: dict[str, Any], limit: int) -> list[Item]:
                 details["truncated"] = True
             items.append(_item("tool-result", content, details))
         elif kind == "text":
-            items += [
-                _item("user", part, {"origin": "tool"} | d) for part, d in split_text(block, limit)
-            ]
+            parts = split_text(str(block.get("text", "")), limit)
+            items += [_item("user", part, {"origin": "tool"} | d) for part, d in parts]
     return items
 
 
@@ -204,47 +202,6 @@ def result_usage(line: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def summary(name: str, tool_input: Any) -> str:
-    """One line saying what a tool call does (the command, the file, the pattern...)."""
-    if isinstance(tool_input, dict):
-        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
-            value = tool_input.get(key)
-            if isinstance(value, str) and value:
-                first = value.splitlines()[0] if value.strip() else value
-                return f"{name}: {first[:500]}"
-    return name
-
-
-def split_text(block: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
-    """A block's text in parts of at most `limit` bytes (one part, no details, mostly)."""
-    text = str(block.get("text", ""))
-    data = text.encode()
-    if len(data) <= limit:
-        return [(text, {})]
-    parts: list[str] = []
-    while data:
-        cut_at = _boundary(data, limit)
-        parts.append(data[:cut_at].decode())
-        data = data[cut_at:]
-    return [(part, {"part": n, "parts": len(parts)}) for n, part in enumerate(parts, 1)]
-
-
-def cut(value: Any, limit: int) -> tuple[Any, bool]:
-    """`value` if its JSON fits in `limit` bytes, else its text cut to fit, and whether it
-    was cut."""
-    text = value if isinstance(value, str) else None
-    if text is not None:
-        data = text.encode()
-        if len(data) <= limit:
-            return text, False
-        return data[: _boundary(data, limit)].decode(), True
-    encoded = json.dumps(value, ensure_ascii=False, default=str)
-    if len(encoded.encode()) <= limit:
-        return value, False
-    data = encoded.encode()
-    return data[: _boundary(data, limit)].decode(), True
-
-
 def _text_of(content: Any) -> str:
     """A tool result's content as text (a string, or blocks of which the text ones count)."""
     if isinstance(content, str):
@@ -266,13 +223,3 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, list):
         return [b for b in content if isinstance(b, dict)]
     return []
-
-
-def _boundary(data: bytes, limit: int) -> int:
-    """The largest cut at or below `limit` that does not split a UTF-8 character."""
-    if len(data) <= limit:
-        return len(data)
-    cut_at = limit
-    while cut_at > 0 and (data[cut_at] & 0xC0) == 0x80:
-        cut_at -= 1
-    return cut_at or limit

@@ -7,17 +7,15 @@ clears the key, `model: null` the model, `settings` replaces the settings whole.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from gateway.ai_configs import AIConfigSettings, config_view, owned_config
-from gateway.rest.common import body, caller, node_of
+from gateway.rest.common import body, caller, changes, node_of
 from orchestra.crypto import encrypt_field
 from orchestra.db.models import new_id
-from orchestra.errors import Forbidden, InvalidParameters
+from orchestra.errors import Forbidden
 from orchestra.protocol import Payload
 
 bp = Blueprint("ai_configs", url_prefix="/api/ai-configs")
@@ -87,24 +85,16 @@ async def update_config(request: Request, config_id: str) -> HTTPResponse:
     await owned_config(node.store, who.user_id, config_id)
     given = body(request, UpdateAIConfig)
     sent = given.model_fields_set
-    for required in ("name", "tool"):
-        if required in sent and getattr(given, required) is None:
-            raise InvalidParameters(
-                "invalid parameters",
-                {"errors": [{"field": required, "problem": "may not be null"}]},
-            )
-    changes: dict[str, Any] = {
-        name: getattr(given, name) for name in ("name", "tool", "model") if name in sent
-    }
+    update = changes(given, ("name", "tool", "model"), not_null=("name", "tool"))
     if "api_key" in sent:
-        changes["api_key_encrypted"] = (
+        update["api_key_encrypted"] = (
             None
             if given.api_key is None
             else encrypt_field(node.settings.secrets_key, config_id, given.api_key)
         )
     if "settings" in sent:
-        changes["settings"] = {} if given.settings is None else given.settings.stored()
-    record = await node.store.update_ai_config(config_id, **changes)
+        update["settings"] = {} if given.settings is None else given.settings.stored()
+    record = await node.store.update_ai_config(config_id, **update)
     if record is None:  # deleted meanwhile
         raise Forbidden("not your AI config")
     return json({"aiConfig": config_view(record)})

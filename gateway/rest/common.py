@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from sanic import Request
@@ -48,3 +49,17 @@ def json_body(request: Request) -> dict[str, Any]:
 
 def body(request: Request, model: type[P]) -> P:
     return model.parse(json_body(request))
+
+
+def changes(
+    given: Payload, fields: Iterable[str], *, not_null: Iterable[str] = ()
+) -> dict[str, Any]:
+    """An update's fields that its body sent (a field left out stays as it was), by name;
+    PARAM_001 when one of `not_null` was sent as null."""
+    sent = given.model_fields_set
+    for name in not_null:
+        if name in sent and getattr(given, name) is None:
+            raise InvalidParameters(
+                "invalid parameters", {"errors": [{"field": name, "problem": "may not be null"}]}
+            )
+    return {name: getattr(given, name) for name in fields if name in sent}

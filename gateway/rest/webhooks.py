@@ -17,7 +17,7 @@ from sanic.response import HTTPResponse, json
 
 from actors.notifications import EVENTS
 from gateway.ai_configs import validate_base_url
-from gateway.rest.common import body, caller, node_of
+from gateway.rest.common import body, caller, changes, node_of
 from orchestra.codec import format_timestamp
 from orchestra.crypto import encrypt_field
 from orchestra.db import Store, Webhook
@@ -113,20 +113,13 @@ async def update_webhook(request: Request, webhook_id: str) -> HTTPResponse:
     node = node_of(request)
     await _owned(node.store, who.user_id, webhook_id)
     given = body(request, UpdateWebhook)
-    changes: dict[str, Any] = {}
-    for name in ("url", "events", "active", "secret"):
-        if name in given.model_fields_set and getattr(given, name) is None:
-            raise InvalidParameters(
-                "invalid parameters", {"errors": [{"field": name, "problem": "may not be null"}]}
-            )
-    for name in ("url", "events", "active"):
-        if name in given.model_fields_set:
-            changes[name] = getattr(given, name)
+    fields = ("url", "events", "active")
+    update = changes(given, fields, not_null=(*fields, "secret"))
     if given.secret is not None:
-        changes["secret_encrypted"] = encrypt_field(
+        update["secret_encrypted"] = encrypt_field(
             node.settings.secrets_key, webhook_id, given.secret
         )
-    record = await node.store.update_webhook(webhook_id, **changes)
+    record = await node.store.update_webhook(webhook_id, **update)
     if record is None:  # deleted meanwhile
         raise Forbidden("not your webhook")
     return json({"webhook": webhook_view(record)})

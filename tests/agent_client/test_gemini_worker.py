@@ -382,7 +382,7 @@ async def model_api() -> AsyncIterator[FakeModelServer]:
 async def test_real_gemini_answers_and_resumes(tmp_path: Path, model_api: FakeModelServer) -> None:
     (tmp_path / "home" / ".gemini").mkdir(parents=True)
     (tmp_path / "home" / ".gemini" / "settings.json").write_text(json.dumps(SETTINGS))
-    gemini.state(model_api).api_key = KEY
+    model_api.api_key = KEY
     worker, host = make(tmp_path, "Say hello", executable=REAL, baseUrl=model_api.url,
                         model="gemini-2.5-flash")  # fmt: skip
     await worker.start()
@@ -405,7 +405,7 @@ async def test_real_gemini_answers_and_resumes(tmp_path: Path, model_api: FakeMo
     assert done.result == {"workerSessionId": session, "turns": 2,
                            "usage": {"inputTokens": 22, "outputTokens": 14,
                                      "cacheReadTokens": 0}}  # fmt: skip
-    main = [model_api.requests[i] for i in gemini.state(model_api).main]
+    main = [model_api.requests[i] for i in model_api.seen.main]
     assert len(main) == 2 and all(r.headers.get("x-goog-api-key") == KEY for r in main)
     assert KEY not in json.dumps([r.fields for r in host.records])
 

@@ -23,6 +23,7 @@ from tests.support.ai import start_ai, turn_text
 from tests.support.processes import http
 from tests.support.running import Running
 from tests.support.tools import CLAUDE_QUIET_ENV, tool_path
+from tests.support.web import WebClient
 
 CLAUDE = tool_path("claude")
 SECRET = "sk-ant-orchestra-test-1f2e3d4c5b6a"
@@ -62,6 +63,17 @@ async def _ai_config(running: Running, **fields: Any) -> str:
     return str(answer["aiConfig"]["id"])
 
 
+async def _start(
+    client: WebClient, running: Running, tmp_path: Path, prompt: str, config: str, **fields: Any
+) -> dict[str, Any]:
+    """Start the real CLI (quiet) with the AI config `config` and join its session."""
+    env = CLAUDE_QUIET_ENV | fields.pop("env", {})
+    started, _ = await start_ai(
+        client, running.agent_id, tmp_path, prompt, aiConfigId=config, env=env, **fields
+    )
+    return started
+
+
 async def test_the_real_cli_asks_runs_the_tool_and_reports_usage_and_its_key_stays_secret(
     running: Running, tmp_path: Path
 ) -> None:
@@ -69,10 +81,7 @@ async def test_the_real_cli_asks_runs_the_tool_and_reports_usage_and_its_key_sta
         config = await _ai_config(running, apiKey=SECRET, settings={"baseUrl": server.url})
         client = await running.client()
         try:
-            started, _ = await start_ai(
-                client, running.agent_id, tmp_path, "please write the file",
-                aiConfigId=config, env=dict(CLAUDE_QUIET_ENV),
-            )  # fmt: skip
+            started = await _start(client, running, tmp_path, "please write the file", config)
             sid = started["sessionId"]
             asked = await client.wait_for_event("worker:permission")
             assert asked["tool"] == "Bash" and asked["input"]["command"] == "echo hi > out.txt"
@@ -115,10 +124,7 @@ async def test_without_a_key_the_task_ends_with_the_clis_own_error(
         config = await _ai_config(running, settings={"baseUrl": server.url})
         client = await running.client()
         try:
-            await start_ai(
-                client, running.agent_id, tmp_path, "hello",
-                aiConfigId=config, env=dict(CLAUDE_QUIET_ENV) | {"ANTHROPIC_API_KEY": ""},
-            )  # fmt: skip
+            await _start(client, running, tmp_path, "hello", config, env={"ANTHROPIC_API_KEY": ""})
             result = await client.wait_for_event("worker:output", lambda d: d["type"] == "result")
             assert result["details"]["isError"] is True
             assert result["content"] == "Not logged in · Please run /login"
@@ -134,18 +140,14 @@ async def test_a_new_task_resumes_the_real_conversation(running: Running, tmp_pa
         config = await _ai_config(running, apiKey=SECRET, settings={"baseUrl": server.url})
         client = await running.client()
         try:
-            first, _ = await start_ai(
-                client, running.agent_id, tmp_path, "the word is lighthouse",
-                aiConfigId=config, env=dict(CLAUDE_QUIET_ENV),
-            )  # fmt: skip
+            first = await _start(client, running, tmp_path, "the word is lighthouse", config)
             await client.wait_for_event("worker:output", lambda d: d["type"] == "result")
             await client.ok("worker:input", {"taskId": first["taskId"], "eof": True})
             await client.wait_for_event("task:result")
             session_id = (await running.task(first["taskId"]))["workerSessionId"]
-            second, _ = await start_ai(
-                client, running.agent_id, tmp_path, "what was the word?",
+            second = await _start(
+                client, running, tmp_path, "what was the word?", config,
                 sessionId=first["sessionId"], workerSessionId=session_id,
-                aiConfigId=config, env=dict(CLAUDE_QUIET_ENV),
             )  # fmt: skip
             answer = await client.wait_for_event(
                 "worker:output", lambda d: d["type"] == "result" and d["taskId"] == second["taskId"]

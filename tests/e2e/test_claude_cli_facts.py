@@ -20,11 +20,11 @@ import pytest_asyncio
 from tests.fixtures.model_api import (
     Conversation,
     Reply,
+    Stall,
     Text,
     Thinking,
     ToolCall,
     ToolResult,
-    anthropic,
 )
 from tests.support.processes import wait_for
 from tests.support.tools import (
@@ -179,13 +179,13 @@ async def test_interrupt_mid_stream_and_the_next_message(rig: ClaudeRig) -> None
     def script(conversation: Conversation) -> Reply:
         if "next" in conversation.last_user_text:
             return Reply.text("after the interrupt")
-        return Reply((Text("a whole block"), anthropic.Stall("partial answer")))
+        return Reply((Text("a whole block"), Stall("partial answer")))
 
     rig.server.script = script
     cli = await rig.claude()
     cli.send(user_message("please stall"))
     await cli.expect(is_type("assistant"), what="the block before the stall")
-    await wait_for(lambda: anthropic.stalled(rig.server) == 1, what="the held stream")
+    await wait_for(lambda: rig.server.gate.stalled == 1, what="the held stream")
     cli.send(control_request("req_int", "interrupt"))
     answer = await cli.expect(is_type("control_response"))
     assert answer["response"] == {

@@ -62,10 +62,10 @@ from tests.fixtures.model_api import (
     Conversation,
     FakeModelServer,
     Reply,
+    Stall,
     ToolResult,
     openai_responses,
 )
-from tests.fixtures.model_api.openai_responses import Stall
 from tests.support.processes import wait_for
 from tests.support.tools import JsonLinesProcess, OutboundSink, tool_path
 
@@ -363,7 +363,7 @@ async def test_interrupt_a_streaming_turn_and_go_on(rig: Rig) -> None:
     app = await rig.codex()
     thread_id = (await app.start_thread(rig.cwd))["thread"]["id"]
     turn_id = await app.turn(thread_id, "take your time")
-    await wait_for(lambda: openai_responses.stalled(rig.server) == 1, what="the stalled stream")
+    await wait_for(lambda: rig.server.gate.stalled == 1, what="the stalled stream")
     await app.seen(method("item/agentMessage/delta"))
     answer = await app.call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
     assert answer["result"] == {}
@@ -373,7 +373,7 @@ async def test_interrupt_a_streaming_turn_and_go_on(rig: Rig) -> None:
         m["params"]["item"]["type"] for m in app.cli.lines if m.get("method") == "item/completed"
     ]
     assert done == ["userMessage"]  # the partial agent message is never completed
-    await wait_for(lambda: openai_responses.state(rig.server).dropped, what="the dropped stream")
+    await wait_for(lambda: rig.server.seen.dropped, what="the dropped stream")
     late = await app.call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
     assert late["error"] == {"code": -32600, "message": "no active turn to interrupt"}
     next_turn = await app.turn(thread_id, "and now?")
@@ -390,7 +390,7 @@ async def test_a_turn_start_during_a_turn_joins_the_running_turn(rig: Rig) -> No
     app = await rig.codex()
     thread_id = (await app.start_thread(rig.cwd))["thread"]["id"]
     turn_id = await app.turn(thread_id, "take your time")
-    await wait_for(lambda: openai_responses.stalled(rig.server) == 1, what="the stalled stream")
+    await wait_for(lambda: rig.server.gate.stalled == 1, what="the stalled stream")
     assert await app.turn(thread_id, "added while running") == turn_id
     turn = await app.completed(turn_id)
     assert turn["status"] == "completed"
@@ -440,7 +440,7 @@ async def test_no_key_fails_every_turn_and_stays_up(rig: Rig) -> None:
 
 
 async def test_a_wrong_key_is_retried_then_fails_with_401(rig: Rig) -> None:
-    openai_responses.state(rig.server).require_key = "sk-the-right-one"
+    rig.server.api_key = "sk-the-right-one"
     app = await rig.codex()
     thread_id = (await app.start_thread(rig.cwd))["thread"]["id"]
     turn = await app.completed(await app.turn(thread_id, "hello"), timeout_s=60)

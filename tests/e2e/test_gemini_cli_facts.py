@@ -100,7 +100,7 @@ class Rig:
 
     @property
     def main_requests(self) -> list[dict[str, Any]]:
-        return [self.server.requests[i].body for i in gemini.state(self.server).main]
+        return [self.server.requests[i].body for i in self.server.seen.main]
 
 
 @pytest_asyncio.fixture
@@ -140,11 +140,11 @@ async def test_a_plain_answer(rig: Rig) -> None:
     assert {"input_tokens", "output_tokens", "cached", "input", "duration_ms", "tool_calls",
             "total_tokens", "models"} <= set(result["stats"])  # fmt: skip
     assert result["stats"]["output_tokens"] >= 7  # the turn's, side requests included
-    state = gemini.state(rig.server)
-    side = [rig.server.requests[i] for i in state.side]
-    assert len(state.main) == 1 and len(side) == 1  # "auto": a routing classifier first
+    seen = rig.server.seen
+    side = [rig.server.requests[i] for i in seen.side]
+    assert len(seen.main) == 1 and len(side) == 1  # "auto": a routing classifier first
     assert "complexity_score" in json.dumps(side[0].body)
-    assert rig.server.requests[state.main[0]].headers["x-goog-api-key"] == KEY
+    assert rig.server.requests[seen.main[0]].headers["x-goog-api-key"] == KEY
 
 
 @pytest.mark.parametrize(
@@ -242,7 +242,7 @@ async def test_without_a_key_or_with_a_wrong_one(rig: Rig) -> None:
     assert code == 41 and gateway.lines == [] and b"Invalid auth method selected." in gateway.stderr
 
     (rig.home / ".gemini" / "settings.json").write_text(json.dumps(SETTINGS))
-    gemini.state(rig.server).api_key = "the-right-key"
+    rig.server.api_key = "the-right-key"
     wrong, code = await rig.run("--skip-trust", "-m", "gemini-2.5-flash", prompt="hi")
     assert code == 400 % 256
     assert [line["type"] for line in wrong.lines] == ["init", "message", "result"]
@@ -279,7 +279,7 @@ async def test_sigint_ends_the_turn_at_once_without_a_result(rig: Rig) -> None:
     assert code == 0 and time.monotonic() - began < 10
     assert events(cli, "result") == []
     await cli.close()
-    assert await _eventually(lambda: gemini.state(rig.server).disconnected == [0])
+    assert await _eventually(lambda: rig.server.seen.dropped == [0])
     session = cli.lines[0]["session_id"]
 
     _, code = await rig.run(

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.fixtures.model_api import (
     Conversation,
     FakeModelServer,
     Reply,
+    Script,
     openai_chat,
     openai_responses,
 )
@@ -45,7 +47,7 @@ def _needs(name: str) -> pytest.MarkDecorator:
     )
 
 
-def _shell_script(tool: str, argument: str) -> Any:
+def _shell_script(tool: str, argument: str) -> Script:
     """A model that runs `echo hi > out.txt` with `tool`, then says what came back."""
 
     def script(conversation: Conversation) -> Reply:
@@ -56,6 +58,17 @@ def _shell_script(tool: str, argument: str) -> Any:
         return Reply.text("hello from the model")
 
     return script
+
+
+def _model_api(script: Script, dialect: ModuleType) -> FakeModelServer:
+    server = FakeModelServer(script)
+    dialect.install(server)
+    return server
+
+
+def _keys_sent(server: FakeModelServer, header: str) -> set[str | None]:
+    """What the CLI sent in `header` (its API key) with each request to the model API."""
+    return {r.headers.get(header) for r in server.requests if r.method == "POST"}
 
 
 async def _ai_config(running: Running, tool: str, base_url: str, **settings: Any) -> str:
@@ -116,9 +129,7 @@ async def _ask_allow_finish(
 
 @_needs("qwen")
 async def test_qwen_code_asks_and_runs_the_command(running: Running, tmp_path: Path) -> None:
-    server = FakeModelServer(_shell_script("run_shell_command", "command"))
-    openai_chat.install(server)
-    async with server:
+    async with _model_api(_shell_script("run_shell_command", "command"), openai_chat) as server:
         config = await _ai_config(running, "qwcoder", f"{server.url}/v1")
         # Quiet settings for a test HOME: no memory agent, no telemetry, no update checks.
         settings = {
@@ -130,30 +141,24 @@ async def test_qwen_code_asks_and_runs_the_command(running: Running, tmp_path: P
         home = _home(tmp_path, ".qwen", settings)
         result = await _ask_allow_finish(running, tmp_path, "qwcoder", config, {"HOME": str(home)})
         assert result["details"]["isError"] is False
-        keys = {r.headers.get("Authorization") for r in server.requests if r.method == "POST"}
-        assert keys == {f"Bearer {SECRET}"}
+        assert _keys_sent(server, "Authorization") == {f"Bearer {SECRET}"}
 
 
 @_needs("codex")
 async def test_codex_asks_and_runs_the_command(running: Running, tmp_path: Path) -> None:
-    server = FakeModelServer(_shell_script("exec_command", "cmd"))
-    openai_responses.install(server)
-    async with server:
+    async with _model_api(_shell_script("exec_command", "cmd"), openai_responses) as server:
         config = await _ai_config(running, "codex", f"{server.url}/v1")
         home = tmp_path / "home"
         (home / ".codex").mkdir(parents=True)
         env = {"HOME": str(home), "CODEX_HOME": str(home / ".codex")}
         result = await _ask_allow_finish(running, tmp_path, "codex", config, env)
         assert result["details"]["isError"] is False
-        keys = {r.headers.get("Authorization") for r in server.requests if r.method == "POST"}
-        assert keys == {f"Bearer {SECRET}"}
+        assert _keys_sent(server, "Authorization") == {f"Bearer {SECRET}"}
 
 
 @_needs("gemini")
 async def test_gemini_says_how_it_decides_and_answers(running: Running, tmp_path: Path) -> None:
-    server = FakeModelServer(lambda c: Reply.text("hello from the model"))
-    gemini_api.install(server)
-    async with server:
+    async with _model_api(lambda _c: Reply.text("hello from the model"), gemini_api) as server:
         config = await _ai_config(running, "gemini", server.url, permissionMode="auto_edit")
         home = _home(
             tmp_path, ".gemini", {"security": {"auth": {"selectedType": "gemini-api-key"}}}
@@ -181,7 +186,6 @@ async def test_gemini_says_how_it_decides_and_answers(running: Running, tmp_path
             await client.ok("worker:input", {"taskId": started["taskId"], "eof": True})
             done = await client.wait_for_event("task:result", timeout_s=120)
             assert done["success"] is True, done
-            keys = {r.headers.get("x-goog-api-key") for r in server.requests if r.method == "POST"}
-            assert keys == {SECRET}
+            assert _keys_sent(server, "x-goog-api-key") == {SECRET}
         finally:
             await client.close()

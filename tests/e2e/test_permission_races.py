@@ -14,14 +14,12 @@ import pytest
 from redis.asyncio import Redis
 
 from orchestra import keys
-from tests.support.ai import FAKE_TOOLS, start_ai
+from tests.support.ai import FAKE_TOOLS, answer_request, start_ai
 from tests.support.processes import Deployment, Gateway, wait_for
 from tests.support.running import PASSWORD, Running
 from tests.support.web import WebClient, login
 
 pytestmark = [pytest.mark.sqlite_only, FAKE_TOOLS]
-
-_ANSWER = {"decision": "allow"}
 
 
 async def _two_nodes(deployment: Deployment) -> tuple[list[Gateway], str]:
@@ -63,10 +61,9 @@ async def test_two_devices_on_two_nodes_answer_at_once_and_one_decision_wins(
         await laptop.ok("session:join", {"sessionId": started["sessionId"]})
         asked = await phone.wait_for_event("worker:permission")
         await laptop.wait_for_event("worker:permission")
-        request = {"taskId": started["taskId"], "permissionId": asked["permissionId"]}
         allow, deny = await asyncio.gather(
-            phone.ok("worker:permission", request | {"decision": "allow"}),
-            laptop.ok("worker:permission", request | {"decision": "deny", "message": "no"}),
+            answer_request(phone, started, asked, "allow"),
+            answer_request(laptop, started, asked, "deny", message="no"),
         )
         # Both are told the same outcome: the first answer's.
         assert allow["resolved"] == deny["resolved"]
@@ -100,11 +97,7 @@ async def test_a_request_pending_when_the_daemon_is_killed_ends_with_its_worker(
             "worker:status", lambda d: d["status"] == "error" and d["taskId"] == started["taskId"]
         )
         assert "restarted" in status["message"]
-        late = await client.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "allow"},
-        )  # fmt: skip
+        late = await answer_request(client, started, asked, "allow")
         assert (late["resolved"]["status"], late["resolved"]["reason"]) == (
             "cancelled", "worker-ended",
         )  # fmt: skip
@@ -126,10 +119,7 @@ async def test_the_node_that_took_the_answer_dies_and_the_tool_still_gets_it_onc
         started, record = await start_ai(answering, agent_id, tmp_path, "scenario: wait-permission")
         await watching.ok("session:join", {"sessionId": started["sessionId"]})
         asked = await watching.wait_for_event("worker:permission")
-        await answering.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"]} | _ANSWER,
-        )
+        await answer_request(answering, started, asked, "allow")
         holder.kill()  # the answer is committed; its push to the agent may not be
         result = await watching.wait_for_event("worker:output", lambda d: d["type"] == "result")
         assert result["content"] == "tool said: ran: echo hi > out.txt"

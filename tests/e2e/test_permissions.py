@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ai import FAKE_TOOLS, start_ai, turn_text
+from tests.support.ai import FAKE_TOOLS, answer_request, start_ai, turn_text
 from tests.support.processes import wait_for
 from tests.support.running import Running
 from tests.support.web import WebClient
@@ -38,11 +38,7 @@ async def test_an_allowed_request_runs_the_tool_with_the_edited_input(
         assert asked["title"] == "Write hi to out.txt" and asked["expiresAt"]
         assert asked["suggestions"][0]["type"] == "addRules"
         edited = {"command": "echo allowed > out.txt", "description": "edited"}
-        answer = await client.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "allow", "updatedInput": edited},
-        )  # fmt: skip
+        answer = await answer_request(client, started, asked, "allow", updatedInput=edited)
         view = answer["resolved"]
         assert (view["status"], view["decision"], view["reason"]) == (
             "allowed",
@@ -68,11 +64,7 @@ async def test_a_denied_request_tells_the_tool_why(running: Running, tmp_path: P
     try:
         started, record = await start_ai(client, running.agent_id, tmp_path, "scenario: permission")
         asked = await _asked(client, started["sessionId"])
-        await client.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "deny", "message": "not in this repository"},
-        )  # fmt: skip
+        await answer_request(client, started, asked, "deny", message="not in this repository")
         result = await client.wait_for_event("worker:output", lambda d: d["type"] == "tool-result")
         assert result["content"] == "not in this repository" and result["details"]["isError"]
         [answer] = record.answers_to(asked["permissionId"])
@@ -92,11 +84,7 @@ async def test_a_request_the_tool_withdraws_closes_everywhere_and_is_never_answe
         assert (resolved["reason"], resolved["decision"], resolved["by"]) == (
             "cancelled", "deny", None,
         )  # fmt: skip
-        late = await client.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "allow"},
-        )  # fmt: skip
+        late = await answer_request(client, started, asked, "allow")
         assert late["resolved"]["status"] == "cancelled"
         await client.wait_for_event("worker:output", lambda d: d["type"] == "result")
         assert record.answers_to(asked["permissionId"]) == []
@@ -122,11 +110,7 @@ async def test_a_request_nobody_answers_is_denied_at_its_deadline(
         assert result["details"]["isError"] and "in time" in result["content"]
         [answer] = record.answers_to(asked["permissionId"])
         assert answer["response"]["behavior"] == "deny"
-        late = await client.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "allow"},
-        )  # fmt: skip
+        late = await answer_request(client, started, asked, "allow")
         assert late["resolved"]["status"] == "timeout"
     finally:
         await client.close()
@@ -149,11 +133,7 @@ async def test_a_client_that_joins_while_a_request_waits_sees_it(
         synced = await latecomer.ok("user:sync", {})
         assert [p["permissionId"] for p in synced["pendingPermissions"]] == [asked["permissionId"]]
         # The latecomer answers; the starter's prompt closes.
-        await latecomer.ok(
-            "worker:permission",
-            {"taskId": started["taskId"], "permissionId": asked["permissionId"],
-             "decision": "allow"},
-        )  # fmt: skip
+        await answer_request(latecomer, started, asked, "allow")
         closed = await starter.wait_for_event("worker:permission:resolved")
         assert closed["reason"] == "answered"
         assert (await latecomer.ok("user:sync", {}))["pendingPermissions"] == []
@@ -170,11 +150,7 @@ async def test_allow_for_the_session_stops_the_tool_asking(
         started, record = await start_ai(client, running.agent_id, tmp_path, "scenario: permission")
         sid, task_id = started["sessionId"], started["taskId"]
         asked = await _asked(client, sid)
-        await client.ok(
-            "worker:permission",
-            {"taskId": task_id, "permissionId": asked["permissionId"], "decision": "allow",
-             "scope": "session"},
-        )  # fmt: skip
+        await answer_request(client, started, asked, "allow", scope="session")
         await client.wait_for_event("worker:output", lambda d: d["type"] == "result")
         await client.ok("worker:input", {"taskId": task_id, "input": "scenario: permission"})
         await client.wait_for_event("worker:output", lambda d: d["type"] == "result", count=2)

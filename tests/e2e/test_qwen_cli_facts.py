@@ -23,11 +23,11 @@ from tests.fixtures.model_api import (
     Conversation,
     FakeModelServer,
     Reply,
+    Stall,
     Text,
     Thinking,
     openai_chat,
 )
-from tests.fixtures.model_api.openai_chat import Stall
 from tests.fixtures.transcripts.record_qwen import MODEL, SETTINGS, QwenRig, answer, control, user
 from tests.support.tools import JsonLinesProcess, Line, tool_path
 
@@ -125,7 +125,7 @@ async def test_initialize_and_a_plain_answer(rig: QwenRig) -> None:
         MODEL, True, True)  # fmt: skip
     assert body["messages"][-1]["content"][-1] == {"type": "text", "text": "Say hello"}
     assert rig.server.requests[0].headers["Authorization"] == "Bearer sk-fake-qwen"
-    assert openai_chat.requests_seen(rig.server).side == []
+    assert rig.server.seen.side == []
 
     # Every turn begins with system/init; a result's usage is the session's running total.
     rig.script(lambda _c: Reply.text("Again."))
@@ -215,7 +215,7 @@ async def test_interrupt_mid_turn(rig: QwenRig) -> None:
     rig.script(lambda c: Reply.text("Second.") if c.mentions("second") else Reply((Stall("Part"),)))
     qwen, _init = await started(rig)
     qwen.send(user("first"))
-    await until(lambda: openai_chat.stalled(rig.server) == 1, "the held stream")
+    await until(lambda: rig.server.gate.stalled == 1, "the held stream")
     qwen.send(control("req_int", "interrupt"))
     ack = await qwen.expect(of_type("control_response"), what="the interrupt's answer")
     assert ack["response"] == {"subtype": "success", "request_id": "req_int",
@@ -227,7 +227,7 @@ async def test_interrupt_mid_turn(rig: QwenRig) -> None:
     assert result["subtype"] == "error_during_execution" and result["is_error"] is True
     assert result["error"] == {"message": "Operation cancelled."}
     assert "result" not in result and "terminal_reason" not in result
-    await until(lambda: len(openai_chat.requests_seen(rig.server).dropped) == 1, "a dropped stream")
+    await until(lambda: len(rig.server.seen.dropped) == 1, "a dropped stream")
     # Still alive: the next message is a normal turn, with the partial text in its history.
     qwen.send(user("second"))
     after = await qwen.expect(of_type("result"), what="the next result")
@@ -373,7 +373,7 @@ async def test_approval_modes(rig: QwenRig, name: str) -> None:
     model = "other-model" if "--model" in more else MODEL
     assert (system["permission_mode"], system["model"]) == (mode, model)
     assert {body["model"] for body in rig.main_bodies()} == {model}
-    side = openai_chat.requests_seen(rig.server).side
+    side = rig.server.seen.side
     if mode == "auto":  # the shell command was put to the model-side classifier first
         (index,) = side
         body = rig.server.requests[index].body

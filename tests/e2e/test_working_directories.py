@@ -4,16 +4,31 @@ with `..` and links resolved, and a refusal is PARAM_001 before anything runs.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.running import Running
+from tests.support.web import WebClient
 
 pytestmark = pytest.mark.sqlite_only
 
 
-def _marker_command(marker: Path) -> list[str]:
-    return ["/bin/sh", "-c", f"pwd; touch {marker}"]
+def _start_request(running: Running, command: Any, directory: str | Path) -> dict[str, Any]:
+    """`worker:start` of the custom tool on the agent, in `directory`."""
+    return {"agentId": running.agent_id, "tool": "custom", "command": command,
+            "workingDirectory": str(directory)}  # fmt: skip
+
+
+async def _start_marker(
+    client: WebClient, running: Running, directory: Path, marker: Path
+) -> dict[str, Any]:
+    """Start a command that prints its folder and touches `marker`, in `directory`, and
+    join its session; the answer to `worker:start`."""
+    command = ["/bin/sh", "-c", f"pwd; touch {marker}"]
+    started = await client.ok("worker:start", _start_request(running, command, directory))
+    await client.ok("session:join", {"sessionId": started["sessionId"]})
+    return started
 
 
 async def test_a_directory_outside_the_roots_is_refused_at_start(
@@ -22,11 +37,7 @@ async def test_a_directory_outside_the_roots_is_refused_at_start(
     client = await running.client()
     try:
         for outside in ("/etc", f"{tmp_path}/../..", f"{tmp_path}/a/../../x"):
-            answer = await client.call(
-                "worker:start",
-                {"agentId": running.agent_id, "tool": "custom", "command": "true",
-                 "workingDirectory": outside},
-            )  # fmt: skip
+            answer = await client.call("worker:start", _start_request(running, "true", outside))
             assert answer["success"] is False, outside
             assert answer["error"]["code"] == "PARAM_001"
             assert "outside the roots" in answer["error"]["message"]
@@ -44,12 +55,7 @@ async def test_a_link_that_leads_outside_the_roots_is_refused_before_the_worker_
     marker = tmp_path / "ran"
     client = await running.client()
     try:
-        started = await client.ok(
-            "worker:start",
-            {"agentId": running.agent_id, "tool": "custom", "command": _marker_command(marker),
-             "workingDirectory": str(tmp_path / "escape")},
-        )  # fmt: skip
-        await client.ok("session:join", {"sessionId": started["sessionId"]})
+        started = await _start_marker(client, running, tmp_path / "escape", marker)
         status = await client.wait_for_event("worker:status", lambda d: d["status"] == "error")
         assert status["message"].startswith("PARAM_001: working directory")
         assert "outside the roots" in status["message"]
@@ -67,12 +73,7 @@ async def test_a_link_inside_the_roots_is_followed(running: Running, tmp_path: P
     marker = tmp_path / "ran"
     client = await running.client()
     try:
-        started = await client.ok(
-            "worker:start",
-            {"agentId": running.agent_id, "tool": "custom", "command": _marker_command(marker),
-             "workingDirectory": str(tmp_path / "alias")},
-        )  # fmt: skip
-        await client.ok("session:join", {"sessionId": started["sessionId"]})
+        started = await _start_marker(client, running, tmp_path / "alias", marker)
         result = await client.wait_for_event("task:result")
         assert result["success"] is True and marker.exists()
         lines = [

@@ -18,7 +18,7 @@ import pytest
 from tests.support.tools import FAKE_BIN
 from tests.support.web import WebClient
 
-__all__ = ["FAKE_TOOLS", "Recording", "start_ai", "turn_text"]
+__all__ = ["FAKE_TOOLS", "Recording", "answer_request", "start_ai", "turn_text"]
 
 FAKE_TOOLS = pytest.mark.orchestra_env(PATH=f"{FAKE_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 """Agents find our fake tools before any real one."""
@@ -102,3 +102,15 @@ def turn_text(client: WebClient, session_id: str, kind: str) -> list[str]:
         for name, data in client.session_events(session_id)
         if name == "worker:output" and data.get("type") == kind
     ]
+
+
+async def answer_request(
+    client: WebClient,
+    started: dict[str, Any],
+    asked: dict[str, Any],
+    decision: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """`client` answers the permission request `asked` of the task `started`; the ack."""
+    answer = {"taskId": started["taskId"], "permissionId": asked["permissionId"]}
+    return await client.ok("worker:permission", answer | {"decision": decision, **fields})
