@@ -22,17 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
+from agent_client.endings import create_time, end_orphan, final_events
 from agent_client.outbox import Link, TaskOutbox
-from agent_client.spool import FinalEvents, Spool
+from agent_client.spool import Spool
 from agent_client.workdirs import WorkdirRefused, working_directory
 from agent_client.workers import (
     PermissionDecision,
@@ -42,7 +39,6 @@ from agent_client.workers import (
     WorkerSpec,
     WorkerStartError,
 )
-from agent_client.workers.base import describe_exit
 from orchestra.aio import cancel_and_wait
 from orchestra.crypto import unseal_for_agent
 from orchestra.settings import Settings
@@ -103,9 +99,10 @@ class TaskManager:
             if spool.task_id in self._tasks:
                 continue
             if spool.final is None:
-                _end_orphan(spool.meta)
+                end_orphan(spool.meta)
                 spool.set_final(
-                    self._final_events(
+                    final_events(
+                        self._agent_id,
                         spool.meta.get("attempt"),
                         spool.task_id,
                         WorkerExit(
@@ -216,7 +213,7 @@ class TaskManager:
             return str(exc), None
         entry.worker = worker
         entry.started = time.monotonic()
-        entry.outbox.spool.update_meta(pid=worker.pid, createTime=_create_time(worker.pid))
+        entry.outbox.spool.update_meta(pid=worker.pid, createTime=create_time(worker.pid))
         entry.watcher = asyncio.create_task(self._watch(entry, worker))
         return None
 
@@ -349,67 +346,11 @@ class TaskManager:
                 resource_usage=ended.resource_usage,
             )
         entry.outbox.finish(
-            self._final_events(
+            final_events(
+                self._agent_id,
                 entry.outbox.attempt,
                 entry.outbox.task_id,
                 ended,
                 duration=time.monotonic() - entry.started,
             )
         )
-
-    def _final_events(
-        self, attempt: Any, task_id: str, ended: WorkerExit, *, duration: float
-    ) -> FinalEvents:
-        """The final `worker:status` and `task:result` of a worker that ended so."""
-        if ended.error is not None:
-            status, message = "error", ended.error
-        elif ended.stopped:
-            status, message = "cancelled", "the worker was stopped on request"
-        elif ended.succeeded or (ended.succeeded is None and ended.exit_code == 0):
-            status, message = "completed", None
-        else:
-            status, message = "error", describe_exit(ended.exit_code)
-        ids: dict[str, Any] = {"taskId": task_id, "agentId": self._agent_id}
-        if isinstance(attempt, int):
-            ids["attempt"] = attempt
-        state: dict[str, Any] = ids | {"status": status}
-        outcome: dict[str, Any] = ids | {
-            "success": status == "completed",
-            "duration": round(duration, 3),
-        }
-        if message is not None:
-            state["message"] = message
-            outcome["error"] = message
-        result: dict[str, Any] = {}
-        if ended.exit_code is not None:
-            result["exitCode"] = ended.exit_code
-            if ended.exit_code < 0:
-                with contextlib.suppress(ValueError):
-                    result["signal"] = signal.Signals(-ended.exit_code).name
-        result.update(ended.result or {})
-        if result or status != "error":
-            outcome["result"] = result
-        if ended.resource_usage is not None:
-            outcome["resourceUsage"] = ended.resource_usage
-        return [("worker:status", state), ("task:result", outcome)]
-
-
-def _end_orphan(meta: Mapping[str, Any]) -> None:
-    """Kill the process group a previous daemon left running, if it is still the same."""
-    pid, created = meta.get("pid"), meta.get("createTime")
-    if not isinstance(pid, int) or not isinstance(created, int | float):
-        return
-    if _create_time(pid) != created:
-        return  # gone, or the pid now belongs to someone else
-    log.warning("ending the orphaned worker process group %d", pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _create_time(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.Error, OSError):
-        return None
