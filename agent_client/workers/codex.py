@@ -63,6 +63,7 @@ from agent_client.workers.codex_items import (
 )
 from agent_client.workers.codex_rpc import CodexRpc, Reply
 from agent_client.workers.items import split_text
+from agent_client.workers.permission_requests import NO_ANSWER, UNANSWERED_GRACE_S
 from agent_client.workers.process import ChildProcess, read_lines
 from orchestra.codec import now_iso
 
@@ -293,6 +294,16 @@ class CodexWorker(Worker):
             self._answer(permission_id, "decline")
 
         self.host.control("worker:permission", fields, on_refused=refused)
+        # Should the gateway's answer (deny, at its deadline) never get here, Codex must
+        # not wait for ever all the same.
+        asyncio.get_running_loop().call_later(
+            self.spec.permission_timeout_s + UNANSWERED_GRACE_S, self._unanswered, permission_id
+        )
+
+    def _unanswered(self, permission_id: str) -> None:
+        if permission_id in self._pending:
+            self._send({"id": self._pending[permission_id][0], "result": {"decision": "decline"}})
+            self._cancel_pending(NO_ANSWER, None, permission_id)
 
     def _on_notification(self, method: str, params: dict[str, Any]) -> None:
         turn = self._turn
