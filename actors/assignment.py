@@ -45,7 +45,8 @@ async def assign(env: ActorEnv, turn: Turn, agent_id: str) -> None:
         seqBases=[*(task.get("seqBases") or []), base],
         attemptAgents=[*(task.get("attemptAgents") or []), agent_id],
     )
-    move(turn, "assigned")
+    cap = env.settings.webhook_stream_max_len
+    move(turn, "assigned", webhook_cap=cap)
     parameters = dict(task["parameters"])
     parameters.update(
         sessionId=task["sessionId"],
@@ -56,7 +57,7 @@ async def assign(env: ActorEnv, turn: Turn, agent_id: str) -> None:
         sealed = await _sealed_secrets(env, task, agent_id)
     except SecretsUnavailable as exc:
         message = f"the task cannot start: {exc}"
-        move(turn, "error", message=message, error=message)
+        move(turn, "error", message=message, webhook_cap=cap, error=message)
         return
     if sealed is not None:
         parameters["secrets"] = {"sealed": sealed}

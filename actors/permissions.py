@@ -38,12 +38,13 @@ def pending(state: dict[str, Any]) -> list[dict[str, Any]]:
     return [v for v in _views(state).values() if v.get("status") == PENDING]
 
 
-def ask(turn: Turn, body: dict[str, Any], timeout_s: float) -> bool:
-    """The worker asks (`worker:permission` from the agent); False for a repeat."""
+def ask(turn: Turn, body: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    """The worker asks (`worker:permission` from the agent): the new request's view, or
+    None for a repeat."""
     views = _views(turn.state)
     permission_id = body["permissionId"]
     if permission_id in views:
-        return False  # the agent sent it again (a reconnect): known already
+        return None  # the agent sent it again (a reconnect): known already
     now = datetime.now(UTC)
     view: dict[str, Any] = {
         "permissionId": permission_id,
@@ -64,7 +65,7 @@ def ask(turn: Turn, body: dict[str, Any], timeout_s: float) -> bool:
     turn.schedule(timeout_s, "permission:timeout", {"permissionId": permission_id})
     event = {k: v for k, v in view.items() if k not in ("status", "askedAt", "attempt")}
     turn.emit(turn.state["sessionId"], "worker:permission", event)
-    return True
+    return view
 
 
 def answer(turn: Turn, body: dict[str, Any], *, deliver: bool) -> dict[str, Any]:

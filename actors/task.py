@@ -92,7 +92,7 @@ class TaskActor(Actor):
         if self._stale(turn):
             return STALE
         if turn.state["status"] == "assigned":
-            move(turn, "accepted", startedAt=now_iso())
+            self._move(turn, "accepted", startedAt=now_iso())
             body = turn.message.body
             turn.emit(
                 turn.state["sessionId"],
@@ -120,7 +120,7 @@ class TaskActor(Actor):
                 extra["error"] = message or "the worker failed"
         if not turn.state.get("startedAt"):
             extra["startedAt"] = now_iso()
-        move(turn, status, message=message, **extra)
+        self._move(turn, status, message=message, **extra)
         return {}
 
     async def on_result(self, turn: Turn) -> dict[str, Any]:
@@ -147,7 +147,7 @@ class TaskActor(Actor):
         if turn.state["status"] not in TERMINAL:
             final = "completed" if body["success"] else "error"
             extra = {"error": body.get("error") or "the worker failed"} if final == "error" else {}
-            move(turn, final, finishedAt=now_iso(), **extra)
+            self._move(turn, final, finishedAt=now_iso(), **extra)
         return {}
 
     async def on_rejected(self, turn: Turn) -> dict[str, Any]:
@@ -160,18 +160,18 @@ class TaskActor(Actor):
         if body.get("code") == "PARAM_001":
             # The task's own parameters are at fault: no other agent would do better.
             message = f"PARAM_001: {reason}"
-            move(turn, "error", message=message, error=message, finishedAt=now_iso())
+            self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
             return {}
         rejected_by = [*(turn.state.get("rejectedBy") or []), turn.state["agentId"]]
-        move(turn, "rejected", message=reason, rejectedBy=rejected_by)
+        self._move(turn, "rejected", message=reason, rejectedBy=rejected_by)
         release_agent(turn)
         if int(turn.state.get("attempts", 0)) < MAX_REJECTIONS:
             # Another agent may take it: back to the queue, without the one that refused.
-            move(turn, "queued", message=f"rejected by an agent ({reason}); queued again")
+            self._move(turn, "queued", message=f"rejected by an agent ({reason}); queued again")
             enqueue(turn)
         else:
             message = f"rejected by {len(rejected_by)} agents; last reason: {reason}"
-            move(turn, "error", message=message, error=message, finishedAt=now_iso())
+            self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
         return {}
 
     async def on_progress(self, turn: Turn) -> dict[str, Any]:
@@ -196,9 +196,9 @@ class TaskActor(Actor):
             return STALE
         if turn.state["status"] in TERMINAL:
             return {}  # its worker has ended: nothing waits for an answer
-        if permissions.ask(turn, turn.message.body, self.env.settings.permission_timeout_s):
-            view = permissions.pending(turn.state)[-1]
-            notify_permission(turn, view)
+        view = permissions.ask(turn, turn.message.body, self.env.settings.permission_timeout_s)
+        if view is not None:
+            notify_permission(turn, view, self.env.settings.webhook_stream_max_len)
         return {}
 
     async def on_permission_cancelled(self, turn: Turn) -> dict[str, Any]:
@@ -235,7 +235,7 @@ class TaskActor(Actor):
             return {}
         if turn.state["status"] == "queued":
             dequeue(turn)
-            move(turn, "cancelled", finishedAt=now_iso())
+            self._move(turn, "cancelled", finishedAt=now_iso())
             return {}
         self._require_live(turn)
         turn.command(
@@ -267,10 +267,10 @@ class TaskActor(Actor):
         message = "the agent disconnected and did not come back within its grace period"
         if int(turn.state.get("attempts", 0)) < RETRIES.get(turn.state["tool"], 0) + 1:
             release_agent(turn)
-            move(turn, "queued", message=message + "; queued again")
+            self._move(turn, "queued", message=message + "; queued again")
             enqueue(turn)
             return
-        move(turn, "lost", message=message, error=message, finishedAt=now_iso())
+        self._move(turn, "lost", message=message, error=message, finishedAt=now_iso())
 
     async def on_agent_forgot(self, turn: Turn) -> None:
         """The agent came back without this task: its daemon restarted and lost it."""
@@ -279,9 +279,13 @@ class TaskActor(Actor):
         if turn.state.get("agentId") != turn.message.body.get("agentId"):
             return
         message = "the agent restarted and no longer has this task; its worker is gone"
-        move(turn, "error", message=message, error=message, finishedAt=now_iso())
+        self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _move(self, turn: Turn, status: str, message: str | None = None, **fields: Any) -> None:
+        cap = self.env.settings.webhook_stream_max_len
+        move(turn, status, message, webhook_cap=cap, **fields)
 
     def _stale(self, turn: Turn) -> bool:
         """Whether an agent's report is about an earlier attempt (True) or the current one
@@ -338,7 +342,7 @@ class TaskActor(Actor):
             )
 
 
-def notify_permission(turn: Turn, view: dict[str, Any]) -> None:
+def notify_permission(turn: Turn, view: dict[str, Any], webhook_cap: int) -> None:
     """The owner's `permission.requested` webhooks."""
     notify(
         turn,
@@ -347,6 +351,7 @@ def notify_permission(turn: Turn, view: dict[str, Any]) -> None:
         f"{turn.state['id']}:{view['permissionId']}:permission.requested",
         {k: v for k, v in view.items() if k not in ("status", "attempt")}
         | {"agentId": turn.state.get("agentId")},
+        max_len=webhook_cap,
     )
 
 

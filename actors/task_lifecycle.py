@@ -70,8 +70,11 @@ WIRE_STATUS = {
 _NOTIFIED = {"completed": "task.completed", "error": "task.failed", "lost": "task.failed"}
 
 
-def move(turn: Turn, status: str, message: str | None = None, **fields: Any) -> None:
-    """The one place a task changes lifecycle state."""
+def move(
+    turn: Turn, status: str, message: str | None = None, *, webhook_cap: int, **fields: Any
+) -> None:
+    """The one place a task changes lifecycle state. `webhook_cap`: the length the stream of
+    webhook notifications is trimmed to (`WEBHOOK_STREAM_MAX_LEN`)."""
     previous = turn.state.get("status")
     if previous is not None and status not in TRANSITIONS.get(previous, frozenset()):
         raise ValueError(f"task {turn.state.get('id')}: no transition {previous} -> {status}")
@@ -98,6 +101,7 @@ def move(turn: Turn, status: str, message: str | None = None, **fields: Any) -> 
                     "workerSessionId": state.get("workerSessionId"),
                     "usage": state.get("usage"),
                 },
+                max_len=webhook_cap,
             )
 
 

@@ -4,7 +4,6 @@ before the end reaches the watcher once, and the worker left behind does not run
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.processes import http, process_alive, wait_for
+from tests.support.processes import process_alive, wait_for
 from tests.support.running import Running
 from tests.support.web import WebClient
 from tests.support.workers import printer
@@ -40,15 +39,6 @@ async def _kill_the_agent_mid_task(
     return started, workers
 
 
-async def _task(running: Running, task_id: str) -> dict[str, Any]:
-    status, body = await asyncio.to_thread(
-        http, "GET", f"{running.gateway.url}/api/tasks/{task_id}", None, running.token
-    )
-    assert status == 200, body
-    task: dict[str, Any] = body["task"]
-    return task
-
-
 def _lines_once_in_order(watcher: WebClient, session_id: str) -> int:
     lines = [d for n, d in watcher.session_events(session_id) if n == "task:stream"]
     assert [d["data"] for d in lines] == [f"line {n}" for n in range(1, len(lines) + 1)]
@@ -65,7 +55,7 @@ async def test_a_restarted_agent_ends_the_task_its_old_self_was_running(
         running.deployment.start_agent(running.agent_id, running.secret_file, running.gateway.url)
         result = await watcher.wait_for_event("task:result", timeout_s=90)
         assert result["success"] is False
-        task = await _task(running, started["taskId"])
+        task = await running.task(started["taskId"])
         assert task["status"] == "error", task
         assert "the agent restarted while the worker was running" in task["error"]
         statuses = [
@@ -94,7 +84,7 @@ async def test_an_agent_that_lost_its_state_folder_gets_its_old_task_ended(
             "worker:status", lambda d: d["status"] == "error", timeout_s=90
         )
         assert "no longer has this task" in status["message"]
-        task = await _task(running, started["taskId"])
+        task = await running.task(started["taskId"])
         assert task["status"] == "error", task
         assert "no longer has this task" in task["error"]
         assert _lines_once_in_order(watcher, started["sessionId"]) >= 20
