@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import zstandard
 
+from orchestra import strict_json
 from orchestra.errors import InvalidParameters, ResourceExhausted
 
 __all__ = [
@@ -59,7 +60,18 @@ def parse_event_id(event_id: str) -> tuple[int, int]:
     it), as the two numbers that order eventIds; ValueError for anything else."""
     ms, _, seq = event_id.partition("-")
     seq = seq or "0"
-    if not (ms.isdigit() and seq.isdigit() and int(ms) < 2**64 and int(seq) < 2**64):
+    # Redis allows 64 unsigned bits; the SQL archive keeps 63 (BIGINT), and no real
+    # eventId comes near either.
+    if not (
+        ms.isascii()
+        and ms.isdigit()
+        and seq.isascii()
+        and seq.isdigit()
+        and len(ms) <= 19
+        and len(seq) <= 19
+        and int(ms) < 2**63
+        and int(seq) < 2**63
+    ):
         raise ValueError(f"not a stream entry id: {event_id!r}")
     return int(ms), int(seq)
 
@@ -180,9 +192,12 @@ def decompress(payload: Any, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise ResourceExhausted(f"payload is over the limit of {max_bytes} bytes")
     try:
-        return json.loads(raw)
+        payload = strict_json.loads(raw)
     except ValueError:
         raise InvalidParameters("compressed payload is not JSON") from None
+    if isinstance(payload, strict_json.NotStrict):
+        raise InvalidParameters(f"the payload is not strict JSON: {payload.reason}")
+    return payload
 
 
 def _gzip(raw: bytes) -> bytes:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import socketio
 
 from gateway.responses import fail, ok
-from gateway.sockets.server import ack_requested
+from gateway.sockets.server import ack_requested, reserved_refusal
+from orchestra import strict_json
 from orchestra.codec import compress, decompress, envelope, json_size, new_id
 from orchestra.errors import InvalidParameters, OrchestraError, ResourceExhausted
 
@@ -48,6 +49,9 @@ class BaseNamespace(socketio.AsyncNamespace):
         )
         request_id = request_id or new_id()
         try:
+            refusal = reserved_refusal(event)
+            if refusal is not None:
+                raise refusal
             if event not in self.events:
                 raise InvalidParameters(f"unknown event {str(event)[:64]!r} on {self.namespace}")
             await self.before_request(sid, event)
@@ -64,6 +68,8 @@ class BaseNamespace(socketio.AsyncNamespace):
         """A hook run before every request's handler (rate limits, say)."""
 
     def _decode(self, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, strict_json.NotStrict):
+            raise InvalidParameters(f"the payload is not strict JSON: {raw.reason}")
         payload = decompress(raw, self.settings.max_payload_bytes)
         if not isinstance(payload, dict):
             raise InvalidParameters("the payload must be a JSON object")

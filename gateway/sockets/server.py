@@ -1,26 +1,127 @@
-"""The python-socketio server, with one addition: handlers can tell whether an ack was asked.
+"""The python-socketio server, hardened at the edge.
 
-A bad request without an ack must be answered with an `error` event (PROTOCOL.md §2), so
-the namespace needs to know whether the client is waiting for an ack. python-socketio does
-not pass that on; this subclass records it in a context variable for the handler's task.
+What python-socketio leaves to the application, done here once for both namespaces:
+
+- Packets are parsed as strict JSON (`orchestra.strict_json`): NaN, Infinity, integers past
+  64 bits, lone surrogates, deep nesting and binary attachments reach the namespace as a
+  `NotStrict` marker, which it answers with PARAM_001, keeping the connection.
+- A frame that is not a Socket.IO packet at all (truncated JSON, a bad escape, nesting past
+  the parser's reach, a binary frame nobody announced, an event with no name) closes that
+  connection with one warning line, rate-limited, never a traceback: before any
+  authentication, a thousand such frames a second must not fill the log.
+- Event names Socket.IO reserves for its own lifecycle (`connect`, `disconnect`, ...) sent
+  by a client are refused with PARAM_001 instead of running the lifecycle handlers.
+- Handlers can tell whether an ack was asked: a bad request without one is answered with
+  an `error` event (PROTOCOL.md §2). python-socketio does not pass that on; it is kept in
+  a context variable for the handler's task.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
+import time
 from typing import Any
 
 import socketio
+from socketio import packet
+
+from orchestra import strict_json
+from orchestra.errors import InvalidParameters
+
+log = logging.getLogger(__name__)
 
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=True)
 
+#: names Socket.IO keeps for itself; a client may not send them as events
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+
+
+class StrictJSON:
+    """The `json` python-socketio's packets use: strict both ways."""
+
+    loads = staticmethod(strict_json.loads)
+    dumps = staticmethod(strict_json.dumps)
+
+
+class StrictPacket(packet.Packet):
+    json = StrictJSON
+
+    @classmethod
+    def reconstruct_binary(cls, data: Any, attachments: list[Any]) -> Any:
+        # No event of the protocol takes bytes: the event is answered, its bytes dropped.
+        return strict_json.refused(data, "binary attachments are not accepted")
+
+
+class _Throttled:
+    """At most one log line per `interval_s`, saying how many were left out."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = 0.0
+        self._skipped = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._skipped += 1
+            return
+        skipped, self._skipped, self._last = self._skipped, 0, now
+        suffix = f" ({skipped} more since the last such line)" if skipped else ""
+        log.warning(message + suffix, *args)
+
 
 class Server(socketio.AsyncServer):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(serializer=StrictPacket, **kwargs)
+        self._malformed_log = _Throttled(10.0)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except _MALFORMED as exc:  # what the packet parser refused: see the module docstring
+            self._binary_packet.pop(eio_sid, None)
+            self._malformed_log.warning(
+                "closed a connection that sent a malformed frame: %s", _describe(exc)
+            )
+            await self.eio.disconnect(eio_sid)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        if not (isinstance(data, list) and data and isinstance(data[0], str)):
+            raise ValueError("an event packet without an event name")
+        await super()._handle_event(eio_sid, namespace, id, data)
+
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
         token = ack_requested.set(id is not None)
         try:
+            if data[0] in RESERVED_EVENTS:
+                # Routed as an unknown event: the namespace answers PARAM_001.
+                data = [_RESERVED, *data[1:2]]
             await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
         finally:
             ack_requested.reset(token)
+
+
+#: what python-socketio's packet parser raises for a frame that is not a packet (anything
+#: else escaping a frame's handling is a bug, and is left to be logged as one)
+_MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeError)
+
+#: what a reserved event name is renamed to on its way to the namespace (never a handler)
+_RESERVED = "\0reserved"
+
+
+def reserved_refusal(event: str) -> InvalidParameters | None:
+    """The error for an event that came renamed from a reserved name, else None."""
+    if event == _RESERVED:
+        return InvalidParameters("a reserved Socket.IO event name may not be sent")
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    """What was wrong with a frame, short and without echoing much of it."""
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

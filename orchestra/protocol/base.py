@@ -18,6 +18,8 @@ class Payload(BaseModel):
         populate_by_name=True,
         extra="ignore",
         str_max_length=1024 * 1024,
+        # NaN and Infinity are not JSON: a browser's JSON.parse rejects them.
+        allow_inf_nan=False,
     )
 
     id: str | None = None
@@ -55,7 +57,7 @@ class Payload(BaseModel):
 class View(BaseModel):
     """A read model sent to clients (AgentView, SessionView, TaskView)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, allow_inf_nan=False)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")

@@ -295,7 +295,11 @@ def test_malformed_compressed_payloads_are_param_001(message: dict[str, Any]) ->
 
 
 payload_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=200),
+    # Strict JSON (orchestra.strict_json): integers past 64 bits travel as BigInt tags.
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.text(max_size=200),
     lambda children: (
         st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=8), children)
     ),
