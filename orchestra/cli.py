@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.errors import OrchestraError
+from orchestra.files import PRIVATE_DIR, tighten
 from orchestra.logs import configure
 from orchestra.settings import Settings, SettingsError
 
@@ -65,6 +66,8 @@ def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def run_gateway(args: argparse.Namespace) -> int:
     settings = load_settings(args, host=args.host, port=args.port, node_id=args.node_id)
     configure(settings.log_level)
+    # The data folder holds secrets: the owner's only (logged when it had to be tightened).
+    tighten(settings.data_dir, PRIVATE_DIR, "data folder")
     app_module = importlib.import_module("gateway.app")
     app = app_module.create_app(settings, name=_app_name(settings.node_id))
     print(
@@ -214,7 +217,7 @@ def run_up(args: argparse.Namespace) -> int:
 async def _store(settings: Settings) -> Any:
     from orchestra.db import Store
 
-    return await Store.connect(settings.database_url)
+    return await Store.connect(settings.database_url, secrets_key=settings.secrets_key)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -3,9 +3,10 @@
 Two uses, both AES-256-GCM (a random 96-bit nonce per encryption, an authentication tag
 that refuses any change) from the audited `cryptography` package:
 
-- `encrypt_field` / `decrypt_field`: a secret kept in a SQL record (an AI config's API key,
-  a webhook's secret) under the gateway's master key (`Settings.secrets_key`), with the
-  record's id as associated data, so a ciphertext copied into another record does not open.
+- `encrypt_field` / `decrypt_field`: a secret kept in a SQL record (an agent's secret, an
+  AI config's API key, a webhook's secret) under the gateway's master key
+  (`Settings.secrets_key`), with the record's id as associated data, so a ciphertext
+  copied into another record does not open.
 - `seal_for_agent` / `unseal_for_agent`: secrets sent to one agent for one task, under a
   key derived (HKDF-SHA256) from that agent's secret, with the task id as associated data;
   Redis and the logs on the way only ever see the sealed text. The agent daemon unseals.

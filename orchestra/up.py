@@ -1,8 +1,9 @@
 """`orchestra up`: Redis, SQLite, one gateway and one local agent on this machine.
 
-Everything lives in one data folder: Redis's append-only file, the SQLite database, the
-admin's password and the local agent's secret (both mode 600). The gateway and the agent
-run as child processes that die with this one; Ctrl-C stops all of them, Redis last.
+Everything lives in one data folder (mode 700): Redis's append-only file, the SQLite
+database, the admin's password and the local agent's secret (all three mode 600). The
+gateway and the agent run as child processes that die with this one; Ctrl-C stops all of
+them, Redis last.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from orchestra.files import PRIVATE_DIR, make_private_dir, tighten
+from orchestra.logs import configure
 from orchestra.redis_server import RedisServer, die_with_parent_preexec
+from orchestra.settings import Settings
 
 ADMIN = "admin"
 LOCAL_AGENT = "local"
@@ -27,8 +31,11 @@ LOCAL_AGENT = "local"
 
 def up(args: argparse.Namespace) -> int:
     try:
+        configure("INFO")
         data_dir: Path = args.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Secrets live in it: the owner's only (an existing folder is tightened, and logged).
+        make_private_dir(data_dir)
+        tighten(data_dir, PRIVATE_DIR, "data folder")
         return asyncio.run(_up(args, data_dir))
     except KeyboardInterrupt:
         return 0
@@ -46,7 +53,11 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         )
         database_url = f"sqlite+aiosqlite:///{data_dir / 'orchestra.db'}"
         env.setdefault("ORCHESTRA_DATABASE_URL", database_url)
-        password = await _ensure_admin(env, data_dir)
+        # The key the gateway will use (the same environment, so the same key), which the
+        # local agent's secret is kept encrypted under. Not put in the children's
+        # environment: the agent and its workers have no use for it.
+        secrets_key = Settings.load(env).secrets_key
+        password = await _ensure_admin(env, data_dir, secrets_key)
         url = f"http://{args.host}:{args.port}"
         children.append(
             _spawn(
@@ -56,7 +67,7 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         await asyncio.to_thread(_wait_healthy, url, children[0])
         agent_line = "  (no local agent: --no-agent)"
         if not args.no_agent:
-            agent_id, secret_file = await _ensure_local_agent(env, data_dir)
+            agent_id, secret_file = await _ensure_local_agent(env, data_dir, secrets_key)
             children.append(
                 _spawn(
                     [
@@ -142,11 +153,11 @@ def _wait_healthy(url: str, child: subprocess.Popen[bytes], timeout_s: float = 6
     raise SystemExit(f"orchestra up: the gateway did not answer at {url} within {timeout_s:g} s")
 
 
-async def _ensure_admin(env: dict[str, str], data_dir: Path) -> str:
+async def _ensure_admin(env: dict[str, str], data_dir: Path, secrets_key: str) -> str:
     from orchestra.db import Store
 
     password_file = data_dir / "admin-password"
-    store = await Store.connect(env["ORCHESTRA_DATABASE_URL"])
+    store = await Store.connect(env["ORCHESTRA_DATABASE_URL"], secrets_key=secrets_key)
     try:
         if await store.get_user_by_name(ADMIN) is None:
             password = secrets.token_urlsafe(12)
@@ -161,12 +172,14 @@ async def _ensure_admin(env: dict[str, str], data_dir: Path) -> str:
         return f"(unchanged; not in {password_file})"
 
 
-async def _ensure_local_agent(env: dict[str, str], data_dir: Path) -> tuple[str, Path]:
+async def _ensure_local_agent(
+    env: dict[str, str], data_dir: Path, secrets_key: str
+) -> tuple[str, Path]:
     from orchestra.db import Store
 
     id_file = data_dir / "local-agent.id"
     secret_file = data_dir / "local-agent.secret"
-    store = await Store.connect(env["ORCHESTRA_DATABASE_URL"])
+    store = await Store.connect(env["ORCHESTRA_DATABASE_URL"], secrets_key=secrets_key)
     try:
         if id_file.exists() and secret_file.exists():
             agent_id = id_file.read_text().strip()

@@ -30,6 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from orchestra import errors
 from orchestra.db.models import MODELS
+from orchestra.files import make_private_dir, secure_sqlite_file
 
 __all__ = ["DuplicateError", "StoreBase", "StoreError", "check_fields", "guarded"]
 
@@ -133,8 +134,11 @@ def _sqlite_file(url: URL) -> Path | None:
 class StoreBase:
     """The engine, its lifecycle, and the small queries the store's methods are made of."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, secrets_key: str | None = None) -> None:
         self.url = url
+        # The master key agent secrets are kept encrypted under (`Settings.secrets_key`);
+        # without it the store neither reads nor makes agent secrets.
+        self._secrets_key = secrets_key or None
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
@@ -144,9 +148,9 @@ class StoreBase:
     # ---- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, url: str) -> Self:
+    async def connect(cls, url: str, *, secrets_key: str | None = None) -> Self:
         """A store for ``url``, opened."""
-        store = cls(url)
+        store = cls(url, secrets_key=secrets_key)
         await store.open()
         return store
 
@@ -160,7 +164,13 @@ class StoreBase:
             raise ValueError(f"unsupported database: {backend!r} (use sqlite or postgresql)")
         path = _sqlite_file(url) if backend == "sqlite" else None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Readable by this user only: a new folder 0700, the database file 0600 (SQLite
+            # gives its -wal and -shm files the same mode).
+            try:
+                make_private_dir(path.parent)
+                secure_sqlite_file(path)
+            except OSError as exc:
+                raise StoreError(_describe(exc)) from exc
         engine = _make_engine(url, backend)
         try:
             if backend == "sqlite" and path is not None:

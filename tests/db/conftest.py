@@ -6,12 +6,16 @@ The PostgreSQL database comes from the session-scoped `postgres_url` of the top 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from orchestra.db import Store
+
+# The master key the `store` fixture keeps agent secrets under (base64 of 32 bytes).
+SECRETS_KEY = base64.b64encode(b"m" * 32).decode()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -33,7 +37,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     The PostgreSQL database is shared by the tests of a session, so tests make their own
     names (ids are random) and never assume a table starts empty.
     """
-    store = await Store.connect(store_url)
+    store = await Store.connect(store_url, secrets_key=SECRETS_KEY)
     try:
         yield store
     finally:

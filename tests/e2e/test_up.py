@@ -59,6 +59,10 @@ async def test_up_runs_everything_and_a_second_agent_can_join(tmp_path: Path) ->
         password = banner.group(1)
         url = f"http://127.0.0.1:{port}"
         assert url in log_path.read_text()
+        # Secrets at rest: the data folder and the database are the owner's only.
+        data = tmp_path / ".orchestra"
+        assert data.stat().st_mode & 0o777 == 0o700
+        assert (data / "orchestra.db").stat().st_mode & 0o777 == 0o600
         token = await login(url, "admin", password)
 
         client = WebClient()

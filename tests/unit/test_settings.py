@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 
 import pytest
 
+from orchestra.files import PRIVATE_DIR, tighten
 from orchestra.settings import Settings, SettingsError
 
 SECRET = "a-jwt-secret-that-must-never-be-printed-" + "q" * 16
 KEY = base64.b64encode(b"k" * 32).decode()  # ORCHESTRA_SECRETS_KEY
+CONSOLE = "https://console.example.com"  # ORCHESTRA_ALLOWED_ORIGINS
 
 
 @pytest.fixture
@@ -38,6 +41,7 @@ def test_production_profile(env: dict[str, str]) -> None:
             "ORCHESTRA_PROFILE": "production",
             "ORCHESTRA_JWT_SECRET": SECRET,
             "ORCHESTRA_SECRETS_KEY": KEY,
+            "ORCHESTRA_ALLOWED_ORIGINS": CONSOLE,
         }
     )
     assert settings.profile == "production"
@@ -56,6 +60,7 @@ def test_environment_overrides_the_profile(env: dict[str, str]) -> None:
             "ORCHESTRA_PROFILE": "production",
             "ORCHESTRA_JWT_SECRET": SECRET,
             "ORCHESTRA_SECRETS_KEY": KEY,
+            "ORCHESTRA_ALLOWED_ORIGINS": CONSOLE,
             "ORCHESTRA_HEARTBEAT_INTERVAL_S": "2.5",
             "ORCHESTRA_COMPRESSION_THRESHOLD_BYTES": "100",
             "ORCHESTRA_TRANSPORTS": "websocket, polling",
@@ -88,6 +93,7 @@ def test_a_toml_file(env: dict[str, str], tmp_path: Path) -> None:
         'profile = "production"\n'
         f'jwt_secret = "{SECRET}"\n'
         f'secrets_key = "{KEY}"\n'
+        f'allowed_origins = ["{CONSOLE}"]\n'
         "port = 9200\n"
         'transports = ["websocket", "polling"]\n'
         "heartbeat_interval_s = 12\n"
@@ -175,6 +181,7 @@ def test_secrets_never_appear_in_repr_or_str(env: dict[str, str]) -> None:
             "ORCHESTRA_PROFILE": "production",
             "ORCHESTRA_JWT_SECRET": SECRET,
             "ORCHESTRA_SECRETS_KEY": KEY,
+            "ORCHESTRA_ALLOWED_ORIGINS": CONSOLE,
             "ORCHESTRA_AGENT_SECRET": agent_secret,
         }
     )
@@ -233,3 +240,77 @@ def test_the_console_url_defaults_to_host_and_port(env: dict[str, str]) -> None:
     assert Settings.load(env | {"ORCHESTRA_PORT": "9001"}).console_url == "http://127.0.0.1:9001"
     given = Settings.load(env | {"ORCHESTRA_PUBLIC_URL": "https://orchestra.example/"})
     assert given.console_url == "https://orchestra.example"
+
+
+def production(env: dict[str, str], **more: str) -> dict[str, str]:
+    """A production environment with its required secrets, and ``more``."""
+    return env | {
+        "ORCHESTRA_PROFILE": "production",
+        "ORCHESTRA_JWT_SECRET": SECRET,
+        "ORCHESTRA_SECRETS_KEY": KEY,
+        **more,
+    }
+
+
+def test_production_without_allowed_origins_is_refused(env: dict[str, str]) -> None:
+    for origins in ({}, {"ORCHESTRA_ALLOWED_ORIGINS": ""}, {"ORCHESTRA_ALLOWED_ORIGINS": " , "}):
+        with pytest.raises(SettingsError) as caught:
+            Settings.load(production(env, **origins))
+        assert str(caught.value) == (
+            "ORCHESTRA_ALLOWED_ORIGINS must list the web console's origins in the "
+            "production profile"
+        )
+
+
+def test_production_refuses_any_origin(env: dict[str, str]) -> None:
+    for origins in ("*", f"{CONSOLE},*"):
+        with pytest.raises(SettingsError) as caught:
+            Settings.load(production(env, ORCHESTRA_ALLOWED_ORIGINS=origins))
+        assert "ORCHESTRA_ALLOWED_ORIGINS" in str(caught.value) and '"*"' in str(caught.value)
+
+
+def test_production_takes_the_listed_origins(env: dict[str, str]) -> None:
+    given = f"{CONSOLE}, https://other.example.com"
+    settings = Settings.load(production(env, ORCHESTRA_ALLOWED_ORIGINS=given))
+    assert settings.allowed_origins == (CONSOLE, "https://other.example.com")
+
+
+def test_development_lists_localhost_origins_and_may_allow_any(env: dict[str, str]) -> None:
+    assert Settings.load(env).allowed_origins == (
+        "http://localhost:5173",
+        "http://localhost:3000",
+    )
+    assert Settings.load(env | {"ORCHESTRA_ALLOWED_ORIGINS": "*"}).allowed_origins == ("*",)
+
+
+def test_the_socket_server_allows_the_listed_origins_or_only_its_own(env: dict[str, str]) -> None:
+    from gateway.node import Node  # the gateway, only for this test
+
+    def cors(settings: Settings) -> object:
+        return Node(settings).sio.eio.cors_allowed_origins
+
+    listed = Settings.load(production(env, ORCHESTRA_ALLOWED_ORIGINS=CONSOLE))
+    assert cors(listed) == [CONSOLE]
+    # An empty list means the gateway's own origin (None to Engine.IO), never any origin.
+    assert cors(Settings.load(env | {"ORCHESTRA_ALLOWED_ORIGINS": ""})) is None
+
+
+def test_the_data_folder_is_made_for_its_owner_only(env: dict[str, str], tmp_path: Path) -> None:
+    Settings.load(env)  # development: keeps its secrets in the data folder, made now
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_data_folder_open_to_others_is_tightened_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="orchestra.files"):
+        assert tighten(folder, PRIVATE_DIR, "data folder")
+        assert not tighten(folder, PRIVATE_DIR, "data folder")  # once is enough
+        assert not tighten(tmp_path / "missing", PRIVATE_DIR, "data folder")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert f"the data folder {folder} was open to others (mode 755)" in record.getMessage()
