@@ -59,7 +59,9 @@ class DispatcherActor(Actor):
                 allowed = [
                     a.snapshot
                     for a in agents.values()
-                    if (task.get("ownerIsAdmin") or a.owner_id == task.get("ownerId"))
+                    # The owner's own agents only, an admin's too: an admin uses another
+                    # user's agent only by naming it (`agentId`), never through the queue.
+                    if a.owner_id == task.get("ownerId")
                     and a.snapshot.id not in (task.get("rejectedBy") or [])
                 ]
                 needs = TaskNeeds(

@@ -62,7 +62,6 @@ class TaskActor(Actor):
             status="queued",
             requiredCapabilities=body.get("requiredCapabilities") or [],
             strategy=body.get("strategy"),
-            ownerIsAdmin=bool(body.get("ownerIsAdmin")),
             rejectedBy=[],
         )
         turn.tell(session_address(sid), "task:added", {"taskId": tid})

@@ -161,7 +161,6 @@ class Operations:
                 "parameters": parameters,
                 "requiredCapabilities": request.required_capabilities,
                 "strategy": request.strategy,
-                "ownerIsAdmin": who.is_admin,
             },
         )
         return {

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestra.files import make_private_dir
+
 __all__ = ["PROFILES", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ORCHESTRA_"
@@ -76,8 +78,9 @@ class Settings(BaseModel):
     database_url: str = ""  # default: SQLite in the data folder
     data_dir: Path = Path(".orchestra")
     jwt_secret: str = Field(default="", repr=False)
-    # Master key of secrets kept at rest (AI config API keys, webhook secrets): base64 of
-    # 32 bytes. Required in production; in development one is kept in the data folder.
+    # Master key of secrets kept at rest (agent secrets, AI config API keys, webhook
+    # secrets): base64 of 32 bytes. Required in production; in development one is kept in
+    # the data folder.
     secrets_key: str = Field(default="", repr=False)
     # Where users reach the web console, for links in notifications; empty: host and port.
     public_url: str = ""
@@ -96,6 +99,24 @@ class Settings(BaseModel):
     compression_threshold_bytes: int = Field(1024, ge=0)
     rate_limit_requests: int = Field(100, gt=0)
     rate_limit_window_s: float = Field(60.0, gt=0)
+    # Events one agent may send a second, sustained, and in one burst: a token bucket in
+    # the memory of the node it is connected to (no Redis round trip per event). Generous:
+    # a busy worker's output, in batches, stays far below it.
+    agent_rate_limit_per_s: float = Field(2000.0, gt=0)
+    agent_rate_limit_burst: int = Field(10_000, gt=0)
+    # Sockets one user may hold open on `/web`, and one agent on `/agent`, across all
+    # nodes (an agent that reconnects may hold its old socket a moment longer).
+    max_sockets_per_user: int = Field(32, gt=0)
+    max_sockets_per_agent: int = Field(2, gt=0)
+    # A socket's slot outlives the last refresh by its node this long (each node refreshes
+    # its slots every third of it): how long the slots of a node that died stay taken.
+    socket_slot_ttl_s: float = Field(60.0, gt=0)
+    # Failed logins before `POST /api/auth/login` answers RATE_001 without checking the
+    # password: per account (username, case-folded) and per address, in a fixed window.
+    # A successful login clears the account's count.
+    login_max_failures_per_account: int = Field(10, gt=0)
+    login_max_failures_per_address: int = Field(50, gt=0)
+    login_failure_window_s: float = Field(900.0, gt=0)
     handshake_max_skew_s: float = Field(300.0, gt=0)
     partitions: int = Field(16, gt=0, le=4096)
     ask_timeout_s: float = Field(10.0, gt=0)
@@ -204,7 +225,10 @@ class Settings(BaseModel):
 
     def with_defaults(self) -> Settings:
         """Fill what is derived: the SQLite file in the data folder, a node id, and a JWT
-        secret and a secrets key kept in the data folder (development profile only)."""
+        secret and a secrets key kept in the data folder (development profile only).
+
+        The production profile refuses to start without a JWT secret, a secrets key and an
+        explicit list of allowed origins (not "*")."""
         changes: dict[str, Any] = {}
         if not self.database_url:
             changes["database_url"] = f"sqlite+aiosqlite:///{self.data_dir / 'orchestra.db'}"
@@ -222,6 +246,18 @@ class Settings(BaseModel):
             changes["secrets_key"] = _dev_secret(
                 self.data_dir, "secrets-key", lambda: base64.b64encode(os.urandom(32)).decode()
             )
+        if self.profile == "production":
+            # Browsers from anywhere must not talk to a production gateway by default.
+            if not self.allowed_origins:
+                raise SettingsError(
+                    "ORCHESTRA_ALLOWED_ORIGINS must list the web console's origins in the "
+                    "production profile"
+                )
+            if "*" in self.allowed_origins:
+                raise SettingsError(
+                    'ORCHESTRA_ALLOWED_ORIGINS may not hold "*" in the production profile: '
+                    "list the web console's origins"
+                )
         return self.model_copy(update=changes) if changes else self
 
     @property
@@ -252,13 +288,14 @@ def _is_key(value: str) -> bool:
 
 
 def _dev_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:
-    """A development secret kept in the data folder (file `name`, mode 600), made by `make`
-    the first time, so that tokens and encrypted records survive restarts."""
+    """A development secret kept in the data folder (file `name`, mode 600; the folder made
+    mode 700), made by `make` the first time, so that tokens and encrypted records survive
+    restarts."""
     path = data_dir / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         value = make()
         # Write to a private temporary file, then link it into place: two processes starting
         # together agree on whichever secret landed first.

@@ -20,6 +20,7 @@ import psutil
 
 from orchestra.db import Store
 from orchestra.redis_server import free_port
+from orchestra.settings import Settings
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -117,6 +118,8 @@ class Deployment:
             ORCHESTRA_AGENT_ALLOWED_ROOTS=str(self.root),
             # Tests poll quickly; the rate limit has its own test with its own figure.
             ORCHESTRA_RATE_LIMIT_REQUESTS="1000000",
+            # The chaos tests watch with many sockets of one user; the caps have their tests.
+            ORCHESTRA_MAX_SOCKETS_PER_USER="1000",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -135,14 +138,24 @@ class Deployment:
             raise AssertionError(f"orchestra {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout
 
+    @property
+    def secrets_key(self) -> str:
+        """The master key this deployment's gateways use (development: the one they keep in
+        the data folder, made here if none is yet), which agent secrets are encrypted under."""
+        return Settings.load(self.env).secrets_key
+
+    def store(self) -> Store:
+        """A store on this deployment's database, with its gateways' secrets key."""
+        return Store(self.database_url, secrets_key=self.secrets_key)
+
     async def create_user(self, name: str, password: str, *, admin: bool = False) -> None:
         """Straight into the SQL store: quicker than a command (test_up runs the command)."""
-        async with Store(self.database_url) as store:
+        async with self.store() as store:
             await store.create_user(name, password, is_admin=admin)
 
     async def create_agent(self, name: str, owner: str) -> tuple[str, Path]:
         """Register an agent for `owner`; its id and a file holding its secret."""
-        async with Store(self.database_url) as store:
+        async with self.store() as store:
             user = await store.get_user_by_name(owner)
             assert user is not None, f"no user {owner}"
             agent, secret = await store.create_agent(name, user.id, ["custom"])
