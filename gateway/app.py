@@ -11,11 +11,14 @@ from sanic.response import HTTPResponse
 from gateway.node import Node
 from gateway.responses import http_error
 from gateway.rest import BLUEPRINTS
-from gateway.rest.common import caller
+from gateway.rest.common import authenticate
 from orchestra.errors import InvalidParameters, NotFound, OrchestraError, ResourceExhausted
 from orchestra.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: counted by address: a token sent along must not move sign-in attempts to another bucket
+_BY_ADDRESS = frozenset({"/api/auth/login", "/api/auth/refresh"})
 
 
 def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
@@ -47,19 +50,31 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
         await node.stop()
 
     @app.on_request
-    async def limit_rate(request: Request) -> None:
-        """Each user's REST calls count against their rate limit (by address before login)."""
+    async def authenticate_and_limit(request: Request) -> None:
+        """Every REST call: who is calling (checked against revocations), then their rate
+        limit, counted by user, or by address before login. Signing in and refreshing
+        always count by address, whatever token comes along."""
         if not request.path.startswith("/api/"):
             return
-        try:
-            who = f"user:{caller(request).user_id}"
-        except OrchestraError:
+        request.ctx.principal = None
+        request.ctx.auth_error = None
+        if "authorization" in request.headers:
+            try:
+                request.ctx.principal = await authenticate(request, node)
+            except OrchestraError as exc:
+                request.ctx.auth_error = exc
+        principal = request.ctx.principal
+        if principal is not None and request.path not in _BY_ADDRESS:
+            who = f"user:{principal.user_id}"
+        else:
             who = f"ip:{request.remote_addr or request.ip}"
         await node.rate_limiter.check(who)
 
     @app.exception(Exception)
     async def answer_error(request: Request, exc: Exception) -> HTTPResponse:
-        return http_error(_as_protocol_error(exc), expose_stack=settings.expose_stack)
+        # A bug's stack, in the development profile, only to a caller who signed in.
+        signed_in = getattr(request.ctx, "principal", None) is not None
+        return http_error(_as_protocol_error(exc), expose_stack=settings.expose_stack and signed_in)
 
     return app
 

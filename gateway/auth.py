@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import jwt
 from redis.asyncio import Redis
 
+from gateway.revocation import Credentials
 from orchestra import keys
 from orchestra.codec import format_timestamp
 from orchestra.db import Store
@@ -24,29 +26,38 @@ ALGORITHM = "HS256"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a user (with their admin flag)."""
+    """Who is calling: a user (with their admin flag), and what their token was issued
+    under: the user's credential version and the sign-in's token family."""
 
     user_id: str
     username: str
     is_admin: bool
     expires_at: float
+    version: int = 0
+    family: str = ""
 
 
 class Tokens:
-    """Issues and checks access and refresh tokens."""
+    """Issues and checks access and refresh tokens, with revocation (`gateway.revocation`)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, credentials: Credentials) -> None:
         self.settings = settings
         self.store = store
+        self.credentials = credentials
 
-    async def issue(self, user: Any) -> dict[str, Any]:
+    async def issue(self, user: Any, family: str | None = None) -> dict[str, Any]:
+        """A new pair of tokens for `user`: of a new sign-in, or of `family` (a refresh)."""
         now = datetime.now(UTC)
+        version = await self.credentials.version("user", user.id)
+        family = family or secrets.token_hex(16)
         access = jwt.encode(
             {
                 "sub": user.id,
                 "name": user.username,
                 "adm": bool(user.is_admin),
                 "typ": "access",
+                "ver": version,
+                "fam": family,
                 "iat": now,
                 "exp": now + timedelta(seconds=self.settings.access_token_ttl_s),
             },
@@ -56,11 +67,19 @@ class Tokens:
         jti = secrets.token_hex(16)
         refresh_expires = now + timedelta(seconds=self.settings.refresh_token_ttl_s)
         refresh = jwt.encode(
-            {"sub": user.id, "typ": "refresh", "jti": jti, "iat": now, "exp": refresh_expires},
+            {
+                "sub": user.id,
+                "typ": "refresh",
+                "jti": jti,
+                "ver": version,
+                "fam": family,
+                "iat": now,
+                "exp": refresh_expires,
+            },
             self.settings.jwt_secret,
             algorithm=ALGORITHM,
         )
-        await self.store.add_refresh_token(jti, user.id, refresh_expires)
+        await self.store.add_refresh_token(jti, user.id, refresh_expires, family=family)
         return {
             "accessToken": access,
             "refreshToken": refresh,
@@ -69,23 +88,53 @@ class Tokens:
         }
 
     def verify_access(self, token: Any) -> Principal:
+        """The token's caller, if it is a well-formed, unexpired access token of ours (not
+        yet checked against revocations: `authenticate` does both)."""
         claims = self._decode(token, "access")
         return Principal(
             user_id=str(claims["sub"]),
             username=str(claims.get("name", "")),
             is_admin=bool(claims.get("adm")),
             expires_at=float(claims["exp"]),
+            version=_int_claim(claims.get("ver")),
+            family=str(claims.get("fam") or ""),
         )
 
+    async def authenticate(self, token: Any) -> Principal:
+        """The caller of an access token that holds now; AUTH_001 otherwise."""
+        principal = self.verify_access(token)
+        await self.check(principal)
+        return principal
+
+    async def check(self, principal: Principal) -> None:
+        """AUTH_001 if the principal's token has expired or was revoked since."""
+        if principal.expires_at <= time.time():
+            raise AuthenticationFailed("access token expired")
+        await self.credentials.check_user(principal.user_id, principal.version, principal.family)
+
     async def refresh(self, token: Any) -> dict[str, Any]:
+        """New tokens for a refresh token used once. A second use of one means it was
+        copied: the whole sign-in (every token issued from it) is revoked."""
         claims = self._decode(token, "refresh")
-        user_id = await self.store.use_refresh_token(str(claims.get("jti", "")))
-        if user_id is None or user_id != claims["sub"]:
+        jti, family = str(claims.get("jti", "")), str(claims.get("fam") or "")
+        user_id = await self.store.use_refresh_token(jti)
+        if user_id is None:
+            if family and await self.store.refresh_token_used(jti):
+                await self.revoke_family(family)
+                raise RefreshTokenReused("refresh token used twice: the sign-in was revoked")
             raise AuthenticationFailed("refresh token already used, revoked or unknown")
+        if user_id != claims["sub"]:
+            raise AuthenticationFailed("refresh token already used, revoked or unknown")
+        await self.credentials.check_user(user_id, _int_claim(claims.get("ver")), family)
         user = await self.store.get_user(user_id)
         if user is None or user.disabled:
             raise AuthenticationFailed("user no longer exists or is disabled")
-        return await self.issue(user)
+        return await self.issue(user, family or None)
+
+    async def revoke_family(self, family: str) -> None:
+        """End one sign-in: its refresh tokens in SQL, its access tokens and sockets live."""
+        await self.store.revoke_family_tokens(family)
+        await self.credentials.revoke_family(family)
 
     def _decode(self, token: Any, kind: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
@@ -99,11 +148,19 @@ class Tokens:
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("token expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, ValueError, TypeError):  # UnicodeError is a ValueError
             raise AuthenticationFailed("invalid token") from None
         if claims.get("typ") != kind:
             raise AuthenticationFailed(f"not an {kind} token")
         return claims
+
+
+class RefreshTokenReused(AuthenticationFailed):
+    """Raised when a refresh token comes a second time (AUTH_001; audited)."""
+
+
+def _int_claim(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def user_view(user: Any) -> dict[str, Any]:
@@ -111,8 +168,25 @@ def user_view(user: Any) -> dict[str, Any]:
         "id": user.id,
         "username": user.username,
         "isAdmin": bool(user.is_admin),
+        "disabled": bool(user.disabled),
         "createdAt": format_timestamp(user.created_at) if user.created_at else None,
     }
+
+
+_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+# Milliseconds since the epoch, as far as they can be compared with a clock at all.
+_MAX_TIMESTAMP_MS = 2**53
+
+
+def _timestamp_ms(value: Any) -> int:
+    """A handshake's `timestamp`: an integer (or its decimal text) of milliseconds."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AuthenticationFailed("malformed timestamp")
+    if not 0 <= value <= _MAX_TIMESTAMP_MS:
+        raise AuthenticationFailed("timestamp outside the allowed clock skew")
+    return value
 
 
 def agent_signature(secret: str, agent_id: str, timestamp_ms: int | str, nonce: str) -> str:
@@ -121,10 +195,11 @@ def agent_signature(secret: str, agent_id: str, timestamp_ms: int | str, nonce: 
 
 
 async def verify_agent_handshake(
-    auth: Any, *, store: Store, redis: Redis, settings: Settings
-) -> str:
-    """Check an agent's handshake; returns its id or raises AUTH_001 (never says why in
-    more detail than a client needs, and never echoes the secret)."""
+    auth: Any, *, store: Store, redis: Redis, settings: Settings, credentials: Credentials
+) -> tuple[str, int]:
+    """Check an agent's handshake; returns its id and the credential version it signed in
+    under, or raises AUTH_001 (never says why in more detail than a client needs, and
+    never echoes the secret). Malformed fields are refused before any I/O."""
     if not isinstance(auth, dict):
         raise AuthenticationFailed("missing agent credentials")
     agent_id, timestamp, nonce, signature = (
@@ -137,15 +212,15 @@ async def verify_agent_handshake(
         raise AuthenticationFailed("missing agentId")
     if not (isinstance(nonce, str) and 8 <= len(nonce) <= 128):
         raise AuthenticationFailed("missing or malformed nonce")
-    if not isinstance(signature, str) or isinstance(timestamp, bool):
-        raise AuthenticationFailed("missing signature")
-    try:
-        timestamp_ms = int(timestamp)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise AuthenticationFailed("malformed timestamp") from None
+    if not (isinstance(signature, str) and _HEX_SIGNATURE.fullmatch(signature)):
+        raise AuthenticationFailed("missing or malformed signature")
+    timestamp_ms = _timestamp_ms(timestamp)
     skew_s = abs(time.time() - timestamp_ms / 1000)
     if skew_s > settings.handshake_max_skew_s:
         raise AuthenticationFailed("timestamp outside the allowed clock skew")
+    # Read before the secret: a rotation in between leaves this socket with the older
+    # version, so it is disconnected rather than kept on a secret that no longer holds.
+    version = await credentials.version("agent", agent_id)
     secret = await store.agent_secret(agent_id)
     if secret is None:
         raise AuthenticationFailed("unknown or revoked agent")
@@ -157,4 +232,4 @@ async def verify_agent_handshake(
     fresh = await redis.set(keys.nonce(agent_id, nonce), "1", nx=True, ex=window_s)
     if not fresh:
         raise AuthenticationFailed("nonce already used")
-    return agent_id
+    return agent_id, version

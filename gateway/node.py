@@ -24,9 +24,12 @@ from gateway.command_resend import CommandResender
 from gateway.feed import SessionFeed
 from gateway.history import History
 from gateway.jobs import Jobs, LeaderLease, trim_session_streams
+from gateway.login_limit import LoginLimiter
 from gateway.operations import Operations
 from gateway.outlet import AGENT, WEB, SocketOutlet
 from gateway.rate_limit import RateLimiter
+from gateway.revocation import Credentials
+from gateway.socket_caps import SocketCaps
 from gateway.sockets.agent import AgentNamespace
 from gateway.sockets.server import Server
 from gateway.sockets.web import WebNamespace
@@ -54,9 +57,14 @@ class Node:
         self.settings = settings
         self.redis = connect_redis(settings.redis_url)
         self.scripts = Scripts(self.redis)
-        self.store = Store(settings.database_url)
-        self.tokens = Tokens(settings, self.store)
+        self.store = Store(settings.database_url, secrets_key=settings.secrets_key)
+        # Revoked families are remembered until their last access token would have expired.
+        self.credentials = Credentials(
+            self.redis, self.store, family_ttl_s=settings.access_token_ttl_s + 60
+        )
+        self.tokens = Tokens(settings, self.store, self.credentials)
         self.rate_limiter = RateLimiter(self.redis, settings)
+        self.login_limiter = LoginLimiter(self.redis, settings)
         # Engine.IO's own limit sits above ours, so that an oversized event reaches the
         # namespace and gets RES_001 instead of a dropped connection.
         transport_limit = settings.max_payload_bytes * 4 + 64 * 1024
@@ -65,7 +73,9 @@ class Node:
             client_manager=socketio.AsyncRedisManager(
                 settings.redis_url, channel=keys.socketio_channel()
             ),
-            cors_allowed_origins=list(settings.allowed_origins) or "*",
+            # None: the gateway's own origin only. "*" only if the user listed it (the
+            # production profile refuses that).
+            cors_allowed_origins=list(settings.allowed_origins) or None,
             transports=list(settings.transports),
             max_http_buffer_size=transport_limit,
             ping_interval=25,
@@ -113,14 +123,25 @@ class Node:
             self.resender.sweep,
             cluster_wide=False,  # each node looks after the agents connected to it
         )
+        self.socket_caps = SocketCaps(self.redis, settings, self._socket_alive)
+        self.jobs.add(
+            "refresh-socket-slots",
+            self.socket_caps.refresh_every_s,
+            self.socket_caps.refresh,
+            cluster_wide=False,  # each node renews the slots of its own sockets
+        )
         # Every node delivers a share of the notifications to users' webhooks.
         self.webhooks = WebhookDispatcher(self.redis, self.store, settings)
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)
+        self.credentials.on_revoked(self.web.revoked, self.web.recheck)
+        self.credentials.on_revoked(self.agents.revoked, self.agents.recheck)
 
     async def start(self) -> None:
         await self.store.open()
+        await self.credentials.start()
         await self.system.start()
+        await self.socket_caps.start()
         await self.jobs.start()
         await self.webhooks.start()
         log.info(
@@ -131,14 +152,24 @@ class Node:
         await self.webhooks.stop()
         await self.jobs.stop()
         await self.feed.close()
+        await self.credentials.stop()
         await self.system.stop()
         await self.store.close()
         await self.redis.aclose()
 
-    async def verify_agent(self, auth: Any) -> str:
+    async def verify_agent(self, auth: Any) -> tuple[str, int]:
         return await verify_agent_handshake(
-            auth, store=self.store, redis=self.redis, settings=self.settings
+            auth,
+            store=self.store,
+            redis=self.redis,
+            settings=self.settings,
+            credentials=self.credentials,
         )
+
+    def _socket_alive(self, namespace: str, sid: str) -> bool:
+        """Whether a socket is still connected to this node."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
+        return eio_sid is not None and eio_sid in self.sio.eio.sockets
 
     async def _send_to_web(self, socket: str, event: str, data: dict[str, Any]) -> None:
         await self.web.send(socket, event, data)

@@ -113,6 +113,24 @@ def rate_limit(who: str, window: int) -> str:
     return f"{PREFIX}:rate:{who}:{window}"
 
 
+def login_failures(who: str, window: int) -> str:
+    """Failed logins of one account (`account:<hash>`) or address (`ip:<addr>`) in one
+    window of `login_failure_window_s` (expires)."""
+    return f"{PREFIX}:login-failures:{who}:{window}"
+
+
+def socket_slots(kind: str, owner: str) -> str:
+    """Sorted set of the open sockets of one user (`kind` user) or agent (`kind` agent)
+    across all nodes: members `<node>:<sid>`, scored by their expiry in ms (expires)."""
+    return f"{PREFIX}:sockets:{kind}:{owner}"
+
+
+def node_socket_slots(node_id: str) -> str:
+    """Set of the `socket_slots` keys one node holds members in, so that the node, started
+    again under the same id, can free what it held before (expires)."""
+    return f"{PREFIX}:sockets-of-node:{node_id}"
+
+
 def webhook_events() -> str:
     """Stream of events to deliver to users' webhooks (capped), read by every node's
     `gateway.webhooks.WebhookDispatcher` in one consumer group."""
@@ -123,3 +141,19 @@ def webhook_delivered(entry_id: str) -> str:
     """Set of the webhook ids an event stream entry has reached (expires): a node that
     takes the entry over skips them."""
     return f"{PREFIX}:webhooks:delivered:{entry_id}"
+
+
+def credential_versions() -> str:
+    """Hash `user:<id>` / `agent:<id>` -> credential version: raised to revoke everything
+    issued under an older one (`gateway.revocation`)."""
+    return f"{PREFIX}:auth:versions"
+
+
+def revoked_families() -> str:
+    """Sorted set of revoked token families, scored by when their last token expires."""
+    return f"{PREFIX}:auth:revoked-families"
+
+
+def revocations_channel() -> str:
+    """Pub/sub channel announcing each revocation to every node."""
+    return f"{PREFIX}:auth:revocations"

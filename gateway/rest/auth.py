@@ -6,8 +6,10 @@ from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from gateway.auth import user_view
+from gateway.audit import audit, request_ip
+from gateway.auth import RefreshTokenReused, user_view
 from gateway.rest.common import body, caller, node_of
+from gateway.rest.users import Password, _revoke
 from orchestra.errors import AuthenticationFailed
 from orchestra.protocol import Payload
 
@@ -23,26 +25,87 @@ class Refresh(Payload):
     refresh_token: str = Field(min_length=1, max_length=4096)
 
 
+class ChangePassword(Payload):
+    current_password: str = Field(min_length=1, max_length=1024, repr=False)
+    new_password: Password
+
+
 @bp.post("/login")
 async def login(request: Request) -> HTTPResponse:
     node = node_of(request)
     credentials = body(request, Login)
+    # Failures count per account and per address, whatever token comes along.
+    address = request.remote_addr or request.ip
+    await node.login_limiter.check(credentials.username, address)
     user = await node.store.authenticate(credentials.username, credentials.password)
     if user is None:
+        await node.login_limiter.failed(credentials.username, address)
+        await audit(
+            node,
+            "auth.login_failed",
+            actor_id=None,
+            target_type="user",
+            target_id=None,
+            ip=request_ip(request),
+            username=credentials.username,
+        )
         raise AuthenticationFailed("wrong username or password")
+    await node.login_limiter.succeeded(credentials.username)
+    await audit(
+        node,
+        "auth.login",
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        ip=request_ip(request),
+    )
     return json(await node.tokens.issue(user))
+
+
+class Logout(Payload):
+    # Every sign-in of the user (all devices), not only this one.
+    everywhere: bool = False
 
 
 @bp.post("/refresh")
 async def refresh(request: Request) -> HTTPResponse:
     node = node_of(request)
-    return json(await node.tokens.refresh(body(request, Refresh).refresh_token))
+    try:
+        return json(await node.tokens.refresh(body(request, Refresh).refresh_token))
+    except RefreshTokenReused:
+        await audit(
+            node,
+            "auth.refresh_reused",
+            actor_id=None,
+            target_type="token-family",
+            target_id=None,
+            ip=request_ip(request),
+        )
+        raise
 
 
 @bp.post("/logout")
 async def logout(request: Request) -> HTTPResponse:
+    """Ends this sign-in (its tokens and sockets, on every node), or with `everywhere`
+    every sign-in of the user."""
     who = caller(request)
-    await node_of(request).store.revoke_user_tokens(who.user_id)
+    node = node_of(request)
+    if body(request, Logout).everywhere:
+        await node.store.revoke_user_tokens(who.user_id)
+        await node.credentials.revoke_user(who.user_id)
+    elif who.family:
+        await node.tokens.revoke_family(who.family)
+    else:  # a token from before families: only ending them all ends it
+        await node.store.revoke_user_tokens(who.user_id)
+        await node.credentials.revoke_user(who.user_id)
+    await audit(
+        node_of(request),
+        "auth.logout",
+        actor_id=who.user_id,
+        target_type="user",
+        target_id=who.user_id,
+        ip=request_ip(request),
+    )
     return json({})
 
 
@@ -53,3 +116,31 @@ async def me(request: Request) -> HTTPResponse:
     if user is None or user.disabled:
         raise AuthenticationFailed("user no longer exists or is disabled")
     return json({"user": user_view(user)})
+
+
+@bp.patch("/me")
+async def change_password(request: Request) -> HTTPResponse:
+    """`{currentPassword, newPassword}`: change one's own password. A wrong current password
+    is AUTH_001 (401), like a failed login. Every other token of the user is revoked; the
+    answer carries fresh ones (as login does)."""
+    who = caller(request)
+    node = node_of(request)
+    given = body(request, ChangePassword)
+    user = await node.store.get_user(who.user_id)
+    if user is None or user.disabled:
+        raise AuthenticationFailed("user no longer exists or is disabled")
+    if await node.store.authenticate(user.username, given.current_password) is None:
+        raise AuthenticationFailed("wrong password")
+    changed = await node.store.update_user(user.id, password=given.new_password)
+    if changed is None:
+        raise AuthenticationFailed("user no longer exists or is disabled")
+    await audit(
+        node,
+        "auth.password_changed",
+        actor_id=user.id,
+        target_type="user",
+        target_id=user.id,
+        ip=request_ip(request),
+    )
+    await _revoke(node, user.id)
+    return json(await node.tokens.issue(changed))

@@ -9,6 +9,7 @@ from sanic import Request
 
 from gateway.auth import Principal
 from gateway.node import Node
+from orchestra import strict_json
 from orchestra.errors import AuthenticationFailed, Forbidden, InvalidParameters
 from orchestra.protocol import Payload
 
@@ -20,12 +21,23 @@ def node_of(request: Request) -> Node:
     return node
 
 
-def caller(request: Request) -> Principal:
+async def authenticate(request: Request, node: Node) -> Principal:
+    """The caller of a request with a bearer token, checked against revocations (run once
+    per request, by the app's middleware)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("missing bearer token")
-    return node_of(request).tokens.verify_access(token.strip())
+    return await node.tokens.authenticate(token.strip())
+
+
+def caller(request: Request) -> Principal:
+    """Who is calling: AUTH_001 unless the request carried a token that holds now."""
+    principal: Principal | None = getattr(request.ctx, "principal", None)
+    if principal is not None:
+        return principal
+    error: Exception | None = getattr(request.ctx, "auth_error", None)
+    raise error or AuthenticationFailed("missing bearer token")
 
 
 def admin(request: Request) -> Principal:
@@ -39,9 +51,11 @@ def json_body(request: Request) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
-        data = request.json
-    except Exception:
+        data = strict_json.loads(request.body)
+    except ValueError:  # UnicodeDecodeError is one
         raise InvalidParameters("the body is not valid JSON") from None
+    if isinstance(data, strict_json.NotStrict):
+        raise InvalidParameters(f"the body is not strict JSON: {data.reason}")
     if not isinstance(data, dict):
         raise InvalidParameters("the body must be a JSON object")
     return data

@@ -12,10 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from actors import agent_address, task_address
+from gateway.rate_limit import AgentRateLimiter
+from gateway.revocation import Revocation
 from gateway.sockets.base import BaseNamespace, ConnectionRefused
 from orchestra import keys
 from orchestra.codec import now_iso
-from orchestra.errors import Forbidden, NotFound, OrchestraError
+from orchestra.errors import AuthenticationFailed, Forbidden, NotFound, OrchestraError
 from orchestra.protocol import (
     AgentHeartbeat,
     AgentRegister,
@@ -56,24 +58,66 @@ class AgentNamespace(BaseNamespace):
     def __init__(self, namespace: str, node: Node) -> None:
         super().__init__(namespace, node)
         self.agents: dict[str, str] = {}  # socket -> agent id
+        self.versions: dict[str, int] = {}  # socket -> credential version it signed in under
+        self.rate = AgentRateLimiter(
+            self.settings.agent_rate_limit_per_s, self.settings.agent_rate_limit_burst
+        )
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         node = self.node
         try:
-            agent_id = await node.verify_agent(auth)
+            agent_id, version = await node.verify_agent(auth)
         except OrchestraError as exc:
             raise ConnectionRefused(exc) from None
+        await node.socket_caps.claim(self.namespace, sid, agent_id)
         self.agents[sid] = agent_id
+        self.versions[sid] = version
         self.remember_compression(sid, auth)
         await self.enter_room(sid, f"agent:{agent_id}")
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         agent_id = self.agents.pop(sid, None)
+        self.versions.pop(sid, None)
         self.forget(sid)
+        await self.node.socket_caps.release(self.namespace, sid)
+        if agent_id is not None and agent_id not in self.agents.values():
+            self.rate.forget(agent_id)
         if agent_id is not None:
             await self.node.system.ref(agent_address(agent_id)).tell(
                 "disconnected", {"socketId": sid}
             )
+
+    async def before_request(self, sid: str, event: str) -> None:
+        """An agent revoked or rotated since it signed in may say nothing more."""
+        agent_id = self.agents.get(sid)
+        if agent_id is None:
+            return
+        self.rate.check(agent_id)  # RATE_001; in this node's memory, no Redis round trip
+        try:
+            await self.node.credentials.check_agent(agent_id, self.versions.get(sid, 0))
+        except AuthenticationFailed as error:
+            await self._end(sid, error)
+            raise
+
+    async def revoked(self, revocation: Revocation) -> None:
+        """An agent was revoked or its secret rotated (on any node): its sockets here end."""
+        if revocation.kind != "agent":
+            return
+        for sid, agent_id in list(self.agents.items()):
+            if agent_id == revocation.subject and self.versions.get(sid, 0) < revocation.version:
+                await self._end(sid, AuthenticationFailed("the agent was revoked"))
+
+    async def recheck(self) -> None:
+        """Check every agent socket again (revocations may have been missed)."""
+        for sid, agent_id in list(self.agents.items()):
+            try:
+                await self.node.credentials.check_agent(agent_id, self.versions.get(sid, 0))
+            except AuthenticationFailed as error:
+                await self._end(sid, error)
+
+    async def _end(self, sid: str, error: AuthenticationFailed) -> None:
+        await self.emit("error", {"code": error.code, "message": error.message}, to=sid)
+        await self.disconnect(sid)
 
     def me(self, sid: str, claimed: str) -> str:
         agent_id = self.agents.get(sid)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from gateway.audit import permission_decided
 from gateway.auth import Principal, user_view
+from gateway.revocation import Revocation
 from gateway.sockets.base import BaseNamespace, ConnectionRefused
 from orchestra.codec import valid_event_id
 from orchestra.errors import AuthenticationFailed, OrchestraError
@@ -47,9 +48,10 @@ class WebNamespace(BaseNamespace):
             query = parse_qs(environ.get("QUERY_STRING", ""))
             token = (query.get("token") or [None])[0]
         try:
-            principal = self.node.tokens.verify_access(token)
+            principal = await self.node.tokens.authenticate(token)
         except OrchestraError as exc:
             raise ConnectionRefused(exc) from None
+        await self.node.socket_caps.claim(self.namespace, sid, principal.user_id)
         self.principals[sid] = principal
         self.remember_compression(sid, auth)
         await self.enter_room(sid, f"user:{principal.user_id}")
@@ -59,17 +61,45 @@ class WebNamespace(BaseNamespace):
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.principals.pop(sid, None)
         self.forget(sid)
+        await self.node.socket_caps.release(self.namespace, sid)
         await self.node.feed.drop_socket(sid)
 
     async def who(self, sid: str) -> Principal:
-        """The caller; a token that expired while connected ends the connection."""
+        """The caller; a token that expired or was revoked while connected ends the
+        connection (revocations normally end it at once: see `revoked`)."""
         principal = self.principals.get(sid)
-        if principal is None or principal.expires_at <= time.time():
-            error = AuthenticationFailed("access token expired")
-            await self.emit("error", {"code": error.code, "message": error.message}, to=sid)
-            await self.disconnect(sid)
-            raise error
+        try:
+            if principal is None:
+                raise AuthenticationFailed("access token expired")
+            await self.node.tokens.check(principal)
+        except AuthenticationFailed as error:
+            await self._end(sid, error)
+            raise
         return principal
+
+    async def revoked(self, revocation: Revocation) -> None:
+        """A user's tokens or a sign-in were revoked (on any node): their sockets here end."""
+        for sid, principal in list(self.principals.items()):
+            if (
+                revocation.kind == "user"
+                and principal.user_id == revocation.subject
+                and principal.version < revocation.version
+            ) or (revocation.kind == "family" and principal.family == revocation.subject):
+                await self._end(sid, AuthenticationFailed("the token was revoked"))
+
+    async def recheck(self) -> None:
+        """Check every socket's token again (revocations may have been missed)."""
+        for sid, principal in list(self.principals.items()):
+            try:
+                await self.node.tokens.check(principal)
+            except AuthenticationFailed as error:
+                await self._end(sid, error)
+
+    async def _end(self, sid: str, error: AuthenticationFailed) -> None:
+        """Tell the socket why (an `error` event AUTH_001), then disconnect it."""
+        self.principals.pop(sid, None)
+        await self.emit("error", {"code": error.code, "message": error.message}, to=sid)
+        await self.disconnect(sid)
 
     async def before_request(self, sid: str, event: str) -> None:
         who = await self.who(sid)
@@ -165,4 +195,6 @@ class WebNamespace(BaseNamespace):
         answer: dict[str, Any] = await self.node.ops.task_command(
             who, request.task_id, "permission", request.wire()
         )
+        environ = self.server.get_environ(sid, namespace=self.namespace)
+        await permission_decided(self.node, who.user_id, request.wire(), answer, environ)
         return answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
@@ -12,11 +13,14 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import false, update
 from sqlmodel import col, select
 
+from orchestra.db import agent_secrets
 from orchestra.db.base import StoreBase, check_fields, guarded
 from orchestra.db.models import Agent, AIConfig, RefreshToken, User, new_id, utcnow
-from orchestra.db.passwords import hash_password, verify_password
+from orchestra.db.passwords import hash_password, needs_rehash, verify_password
 
 __all__ = ["AccountStore"]
+
+log = logging.getLogger(__name__)
 
 
 class AccountStore(StoreBase):
@@ -48,7 +52,20 @@ class AccountStore(StoreBase):
             return None
         if not await asyncio.to_thread(verify_password, password, user.password_hash):
             return None
-        return None if user.disabled else user
+        if user.disabled:
+            return None
+        if needs_rehash(user.password_hash):
+            await self._rehash(user, password)
+        return user
+
+    async def _rehash(self, user: User, password: str) -> None:
+        """Replace an old hash (scrypt, or argon2 of other parameters) now that the password
+        is known; only if the hash is still the one checked, so a password changed meanwhile
+        stays changed."""
+        fresh = await asyncio.to_thread(hash_password, password)
+        where = [col(User.id) == user.id, col(User.password_hash) == user.password_hash]
+        if await self._set(User, where, password_hash=fresh):
+            user.password_hash = fresh
 
     @guarded
     async def get_user(self, user_id: str) -> User | None:
@@ -94,8 +111,24 @@ class AccountStore(StoreBase):
     # ---- refresh tokens --------------------------------------------------------------------
 
     @guarded
-    async def add_refresh_token(self, jti: str, user_id: str, expires_at: datetime) -> None:
-        await self._add(RefreshToken(jti=jti, user_id=user_id, expires_at=expires_at))
+    async def add_refresh_token(
+        self, jti: str, user_id: str, expires_at: datetime, *, family: str | None = None
+    ) -> None:
+        await self._add(
+            RefreshToken(jti=jti, user_id=user_id, expires_at=expires_at, family=family)
+        )
+
+    @guarded
+    async def refresh_token_used(self, jti: str) -> bool:
+        """Whether a refresh token exists and was used (or revoked) already."""
+        record = await self._get(RefreshToken, jti)
+        return record is not None and record.used
+
+    @guarded
+    async def revoke_family_tokens(self, family: str) -> int:
+        """Make every refresh token of one sign-in unusable; returns how many were live."""
+        where = [col(RefreshToken.family) == family, col(RefreshToken.used) == false()]
+        return await self._set(RefreshToken, where, used=True)
 
     @guarded
     async def use_refresh_token(self, jti: str) -> str | None:
@@ -140,9 +173,16 @@ class AccountStore(StoreBase):
     async def create_agent(
         self, name: str, owner_id: str, capabilities: Iterable[str] = ()
     ) -> tuple[Agent, str]:
-        """A new agent and its secret (shown to the user this once)."""
+        """A new agent and its secret (shown to the user this once; kept encrypted)."""
         secret = secrets.token_urlsafe(32)
-        agent = Agent(name=name, owner_id=owner_id, secret=secret, capabilities=list(capabilities))
+        agent_id = new_id()
+        agent = Agent(
+            id=agent_id,
+            name=name,
+            owner_id=owner_id,
+            secret=agent_secrets.seal(self._secrets_key, agent_id, secret),
+            capabilities=list(capabilities),
+        )
         return await self._add(agent), secret
 
     @guarded
@@ -157,12 +197,13 @@ class AccountStore(StoreBase):
 
     @guarded
     async def agent_secret(self, agent_id: str) -> str | None:
-        """The secret an agent signs with; None when it is unknown or revoked."""
+        """The secret an agent signs with, decrypted; None when it is unknown or revoked."""
         async with self._session() as s:
             stmt = select(Agent.secret).where(
                 col(Agent.id) == agent_id, col(Agent.revoked) == false()
             )
-            return (await s.exec(stmt)).first()
+            stored = (await s.exec(stmt)).first()
+        return None if stored is None else agent_secrets.unseal(self._secrets_key, agent_id, stored)
 
     @guarded
     async def revoke_agent(self, agent_id: str) -> bool:
@@ -173,8 +214,42 @@ class AccountStore(StoreBase):
     async def rotate_agent_secret(self, agent_id: str) -> str | None:
         """Give an agent a new secret (the old one stops working); None if unknown or revoked."""
         secret = secrets.token_urlsafe(32)
+        sealed = agent_secrets.seal(self._secrets_key, agent_id, secret)
         where = [col(Agent.id) == agent_id, col(Agent.revoked) == false()]
-        return secret if await self._set(Agent, where, secret=secret) else None
+        return secret if await self._set(Agent, where, secret=sealed) else None
+
+    async def open(self) -> None:
+        """Open the store (see `StoreBase.open`); with the secrets key, also encrypt the agent
+        secrets an earlier version kept in plain text."""
+        if self._engine is not None:
+            return
+        await super().open()
+        if self._secrets_key is None:
+            return
+        try:
+            await self._encrypt_plain_agent_secrets()
+        except BaseException:
+            await self.close()
+            raise
+
+    @guarded
+    async def _encrypt_plain_agent_secrets(self) -> int:
+        """Encrypt in place every agent secret still kept in plain text; how many it did.
+
+        Each row is changed only if it still holds the plain secret read, so gateways opening
+        the store at once never encrypt twice, and running it again changes nothing.
+        """
+        plain = ~col(Agent.secret).startswith(agent_secrets.ENCRYPTED_PREFIX)
+        async with self._session() as s:
+            rows = (await s.exec(select(Agent.id, Agent.secret).where(plain))).all()
+        done = 0
+        for agent_id, secret in rows:
+            sealed = agent_secrets.seal(self._secrets_key, agent_id, secret)
+            where = [col(Agent.id) == agent_id, col(Agent.secret) == secret]
+            done += await self._set(Agent, where, secret=sealed)
+        if done:
+            log.info("encrypted the secrets of %d agent(s) kept in plain text", done)
+        return done
 
     @guarded
     async def touch_agent(

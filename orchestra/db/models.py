@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, String
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -20,6 +20,7 @@ __all__ = [
     "MODELS",
     "AIConfig",
     "Agent",
+    "AuditEntry",
     "RefreshToken",
     "SessionEventRecord",
     "SessionRecord",
@@ -102,13 +103,16 @@ class RefreshToken(SQLModel, table=True):
     user_id: str = Field(index=True, max_length=64)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     used: bool = False
+    # The sign-in it descends from: a token used twice revokes the whole family.
+    family: str | None = Field(default=None, index=True, max_length=64)
 
 
 class Agent(SQLModel, table=True):
     """A machine that runs workers, with the secret it signs its handshake with.
 
-    The secret is kept as is, not hashed, because the gateway recomputes HMAC-SHA256 with it;
-    it is left out of ``repr``/``str`` so that it never reaches a log line by accident.
+    The secret is not hashed, because the gateway recomputes HMAC-SHA256 with it: the column
+    holds it encrypted under the master key ("v1." tokens, see `orchestra.db.agent_secrets`),
+    and is left out of ``repr``/``str`` so that it never reaches a log line by accident.
     """
 
     __tablename__ = "agents"
@@ -232,6 +236,28 @@ class SessionEventRecord(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class AuditEntry(SQLModel, table=True):
+    """One thing done that someone may later ask about: a login, a user or agent changed, a
+    permission decided. ``details`` is free-form JSON and never holds a secret or password.
+
+    Entries are numbered in the order written (``id``, increasing), newest first when listed.
+    """
+
+    __tablename__ = "audit_log"
+
+    # BIGINT on PostgreSQL; INTEGER on SQLite, where only that is the autoincrementing rowid.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    action: str = Field(max_length=64, index=True)  # "auth.login", "user.created", ...
+    actor_id: str | None = Field(default=None, max_length=64, index=True)
+    target_type: str | None = Field(default=None, max_length=32)  # "user", "agent", "task"
+    target_id: str | None = Field(default=None, max_length=256, index=True)
+    ip: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
 # The tables the store creates, in one place so that other SQLModel tables in the process (if any)
 # are not created in our database by accident.
 MODELS: tuple[type[SQLModel], ...] = (
@@ -243,4 +269,5 @@ MODELS: tuple[type[SQLModel], ...] = (
     TaskRecord,
     SessionEventRecord,
     Webhook,
+    AuditEntry,
 )

@@ -3,8 +3,9 @@
 One `Store` owns one SQLAlchemy async engine (SQLite through aiosqlite, or PostgreSQL through
 asyncpg). Each method runs in its own short session and returns detached model instances, so
 callers never hold a connection. The account methods live in `orchestra.db.accounts`, the
-webhooks' in `orchestra.db.hooks`, the engine and error mapping in `orchestra.db.base`; this
-module adds sessions, tasks and the archive of session events.
+webhooks' in `orchestra.db.hooks`, the audit log's in `orchestra.db.audit`, the engine and
+error mapping in `orchestra.db.base`; this module adds sessions, tasks and the archive of
+session events.
 
 Errors: `StoreError` (a `DatabaseError`, DB_001) when the database or driver failed;
 `DuplicateError` (an `InvalidParameters`, PARAM_001) when a unique name or id is taken;
@@ -24,6 +25,7 @@ from sqlmodel import and_, col, select
 
 from orchestra.codec import parse_event_id
 from orchestra.db.accounts import AccountStore
+from orchestra.db.audit import AuditStore
 from orchestra.db.base import DuplicateError, StoreError, check_fields, guarded
 from orchestra.db.hooks import WebhookStore
 from orchestra.db.models import SessionEventRecord, SessionRecord, TaskRecord, new_id
@@ -31,7 +33,7 @@ from orchestra.db.models import SessionEventRecord, SessionRecord, TaskRecord, n
 __all__ = ["DuplicateError", "Store", "StoreError"]
 
 
-class Store(AccountStore, WebhookStore):
+class Store(AccountStore, WebhookStore, AuditStore):
     """Async access to Orchestra's SQL tables; see the module docstring."""
 
     # ---- sessions --------------------------------------------------------------------------

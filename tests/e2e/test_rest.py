@@ -139,14 +139,22 @@ async def test_refresh_rotates_the_tokens_and_a_used_refresh_token_stops_working
     me = await ok("GET", url + "/api/auth/me", token=second["accessToken"])
     assert me["user"]["id"] == first["user"]["id"]
 
-    # The used one is spent, once and for all.
-    again = await api("POST", url + "/api/auth/refresh", {"refreshToken": first["refreshToken"]})
-    again.refused(401, "AUTH_001")
     # The new one works, once.
     third = await ok("POST", url + "/api/auth/refresh", {"refreshToken": second["refreshToken"]})
     assert third["accessToken"]
-    spent = await api("POST", url + "/api/auth/refresh", {"refreshToken": second["refreshToken"]})
-    spent.refused(401, "AUTH_001")
+    await ok("GET", url + "/api/auth/me", token=third["accessToken"])
+
+    # A used one coming back means it was copied: it is refused, and every token descended
+    # from the same sign-in stops working with it (refresh and access alike).
+    again = await api("POST", url + "/api/auth/refresh", {"refreshToken": first["refreshToken"]})
+    again.refused(401, "AUTH_001")
+    for token in (second["accessToken"], third["accessToken"]):
+        (await api("GET", url + "/api/auth/me", token=token)).refused(401, "AUTH_001")
+    stolen = await api("POST", url + "/api/auth/refresh", {"refreshToken": third["refreshToken"]})
+    stolen.refused(401, "AUTH_001")
+    # Another sign-in of the same user is not touched.
+    other = await log_in(url, "alice", PASSWORD)
+    await ok("GET", url + "/api/auth/me", token=other["accessToken"])
 
 
 async def test_a_refresh_token_used_twice_at_once_works_once(running: Running) -> None:
@@ -391,6 +399,9 @@ async def test_unknown_ids_are_not_found_for_an_admin(running: Running) -> None:
         ("POST", "/api/sessions/no-such-session/end"),
         ("GET", "/api/tasks/no-such-task"),
         ("DELETE", "/api/agents/no-such-agent"),
+        ("GET", "/api/users/no-such-user"),
+        ("PATCH", "/api/users/no-such-user"),
+        ("DELETE", "/api/users/no-such-user"),
     ]:
         answer = await api(method, url + path, {} if method == "POST" else None, root)
         assert (answer.status, answer.error["code"]) == (404, "TASK_002"), (path, answer.text)
@@ -421,6 +432,11 @@ async def test_an_unknown_id_looks_like_someone_elses_to_a_user(running: Running
         ("POST", "/api/sessions/no-such-session/end"),
         ("GET", "/api/tasks/no-such-task"),
         ("GET", "/api/tasks?sessionId=no-such-session"),
+        # Administrators' routes: a user learns nothing there, not even what exists.
+        ("GET", "/api/users"),
+        ("GET", "/api/users/no-such-user"),
+        ("DELETE", "/api/users/no-such-user"),
+        ("GET", "/api/audit"),
     ]:
         answer = await api(method, url + path, {} if method == "POST" else None, token)
         assert (answer.status, answer.error["code"]) == (403, "AUTH_002"), (path, answer.text)
