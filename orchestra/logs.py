@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Any
 
 
 def configure(level: str = "INFO") -> None:
@@ -20,3 +22,23 @@ def configure(level: str = "INFO") -> None:
     logging.getLogger("sanic.access").setLevel(logging.WARNING)
     for chatty in ("redis", "aiosqlite", "asyncio", "sqlalchemy"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+class Throttled:
+    """At most one line per `interval_s` through `logger`, saying how many were left out:
+    for what a peer can cause as often as it likes (malformed frames, refused requests)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._last = -interval_s
+        self._skipped = 0
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._skipped += 1
+            return
+        skipped, self._skipped, self._last = self._skipped, 0, now
+        suffix = f" ({skipped} more like it since the last)" if skipped else ""
+        self.logger.log(level, message + suffix, *args)

@@ -33,9 +33,11 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 
 @dataclass(frozen=True, slots=True)
 class NotStrict:
-    """Stands where a payload was that is not strict JSON; `reason` says why."""
+    """Stands where a payload was that is not strict JSON; `reason` says why, and
+    `request_id` is the payload's `id`, which the refusal still echoes."""
 
     reason: str
+    request_id: str | None = None
 
 
 class _Problems:
@@ -95,7 +97,11 @@ def loads(text: str | bytes) -> Any:
 def refused(value: Any, reason: str) -> Any:
     """`value` replaced by a `NotStrict`, keeping a Socket.IO event's name."""
     if isinstance(value, list) and value and isinstance(value[0], str):
-        return [value[0], NotStrict(reason)]
+        payload = value[1] if len(value) > 1 else None
+        request_id = payload.get("id") if isinstance(payload, dict) else None
+        if not (isinstance(request_id, str) and request_id.isascii() and len(request_id) <= 128):
+            request_id = None
+        return [value[0], NotStrict(reason, request_id)]
     return NotStrict(reason)
 
 

@@ -72,6 +72,13 @@ class AgentNamespace(BaseNamespace):
         await node.socket_caps.claim(self.namespace, sid, agent_id)
         self.agents[sid] = agent_id
         self.versions[sid] = version
+        try:  # a revocation heard while this socket was not yet listed did not end it
+            await node.credentials.check_agent(agent_id, version)
+        except AuthenticationFailed as exc:
+            self.agents.pop(sid, None)
+            self.versions.pop(sid, None)
+            await node.socket_caps.release(self.namespace, sid)
+            raise ConnectionRefused(exc) from None
         self.remember_compression(sid, auth)
         await self.enter_room(sid, f"agent:{agent_id}")
 
@@ -92,12 +99,12 @@ class AgentNamespace(BaseNamespace):
         agent_id = self.agents.get(sid)
         if agent_id is None:
             return
-        self.rate.check(agent_id)  # RATE_001; in this node's memory, no Redis round trip
         try:
             await self.node.credentials.check_agent(agent_id, self.versions.get(sid, 0))
         except AuthenticationFailed as error:
             await self._end(sid, error)
             raise
+        self.rate.check(agent_id)  # RATE_001; in this node's memory, no Redis round trip
 
     async def revoked(self, revocation: Revocation) -> None:
         """An agent was revoked or its secret rotated (on any node): its sockets here end."""

@@ -18,6 +18,7 @@ from gateway.sockets.server import ack_requested, reserved_refusal
 from orchestra import strict_json
 from orchestra.codec import compress, decompress, envelope, json_size, new_id
 from orchestra.errors import InvalidParameters, OrchestraError, ResourceExhausted
+from orchestra.logs import Throttled
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -38,15 +39,20 @@ class BaseNamespace(socketio.AsyncNamespace):
         self.node = node
         self.settings = node.settings
         self._accepts: dict[str, list[str]] = {}  # socket -> compression algorithms it decodes
+        # A peer may send bad requests as fast as it likes: one line a second says so.
+        self._refusals_log = Throttled(log, interval_s=1.0)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if event in _LIFECYCLE:
             return await super().trigger_event(event, *args)
         sid = args[0]
         raw = args[1] if len(args) > 1 else {}
-        request_id = (
-            raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
-        )
+        if isinstance(raw, strict_json.NotStrict):
+            request_id = raw.request_id
+        else:
+            request_id = (
+                raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+            )
         request_id = request_id or new_id()
         try:
             refusal = reserved_refusal(event)
@@ -81,7 +87,9 @@ class BaseNamespace(socketio.AsyncNamespace):
 
     async def _refused(self, sid: str, event: str, response: dict[str, Any]) -> None:
         """Without an ack to carry it, the error goes out as an `error` event."""
-        log.info("refused %s from %s: %s", event, sid, response["error"]["code"])
+        self._refusals_log.log(
+            logging.INFO, "refused %s from %s: %s", event, sid, response["error"]["code"]
+        )
         if not ack_requested.get():
             await self.emit("error", response["error"], to=sid)
 

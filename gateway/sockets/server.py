@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import time
 from typing import Any
 
 import socketio
@@ -28,6 +27,7 @@ from socketio import packet
 
 from orchestra import strict_json
 from orchestra.errors import InvalidParameters
+from orchestra.logs import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -55,36 +55,20 @@ class StrictPacket(packet.Packet):
         return strict_json.refused(data, "binary attachments are not accepted")
 
 
-class _Throttled:
-    """At most one log line per `interval_s`, saying how many were left out."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last = 0.0
-        self._skipped = 0
-
-    def warning(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            self._skipped += 1
-            return
-        skipped, self._skipped, self._last = self._skipped, 0, now
-        suffix = f" ({skipped} more since the last such line)" if skipped else ""
-        log.warning(message + suffix, *args)
-
-
 class Server(socketio.AsyncServer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(serializer=StrictPacket, **kwargs)
-        self._malformed_log = _Throttled(10.0)
+        self._malformed_log = Throttled(log, interval_s=10.0)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
             await super()._handle_eio_message(eio_sid, data)
         except _MALFORMED as exc:  # what the packet parser refused: see the module docstring
             self._binary_packet.pop(eio_sid, None)
-            self._malformed_log.warning(
-                "closed a connection that sent a malformed frame: %s", _describe(exc)
+            self._malformed_log.log(
+                logging.WARNING,
+                "closed a connection that sent a malformed frame: %s",
+                _describe(exc),
             )
             await self.eio.disconnect(eio_sid)
 

@@ -53,6 +53,12 @@ class WebNamespace(BaseNamespace):
             raise ConnectionRefused(exc) from None
         await self.node.socket_caps.claim(self.namespace, sid, principal.user_id)
         self.principals[sid] = principal
+        try:  # a revocation heard while this socket was not yet listed did not end it
+            await self.node.tokens.check(principal)
+        except AuthenticationFailed as exc:
+            self.principals.pop(sid, None)
+            await self.node.socket_caps.release(self.namespace, sid)
+            raise ConnectionRefused(exc) from None
         self.remember_compression(sid, auth)
         await self.enter_room(sid, f"user:{principal.user_id}")
         if principal.is_admin:
