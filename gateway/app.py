@@ -23,6 +23,9 @@ _BY_ADDRESS = frozenset({"/api/auth/login", "/api/auth/refresh"})
 
 def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     app = Sanic(name)
+    # Sanic set up its loggers just now. One line for each websocket closed, whoever
+    # opened it, is noise a client can multiply at will.
+    logging.getLogger("sanic.websockets").setLevel(logging.WARNING)
     node = Node(settings)
     app.ctx.node = node
     app.config.REQUEST_MAX_SIZE = settings.max_payload_bytes

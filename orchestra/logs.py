@@ -16,9 +16,13 @@ def configure(level: str = "INFO") -> None:
         force=True,
     )
     # Engine.IO and Socket.IO log every packet at INFO: too much, and payloads may hold
-    # user input.
-    for noisy in ("engineio.server", "socketio.server", "engineio.client", "socketio.client"):
+    # user input. Their servers' warnings are all about what a client sent (a rejected
+    # connection, an unknown session, an ack nobody waits for), which anyone can cause
+    # as often as they like: the gateway says what matters itself, throttled.
+    for noisy in ("engineio.client", "socketio.client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for server in ("engineio.server", "socketio.server"):
+        logging.getLogger(server).setLevel(logging.ERROR)
     logging.getLogger("sanic.access").setLevel(logging.WARNING)
     for chatty in ("redis", "aiosqlite", "asyncio", "sqlalchemy"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

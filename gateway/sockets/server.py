@@ -25,6 +25,7 @@ from typing import Any
 import socketio
 from socketio import packet
 
+from gateway.sockets import transport
 from orchestra import strict_json
 from orchestra.errors import InvalidParameters
 from orchestra.logs import Throttled
@@ -32,6 +33,10 @@ from orchestra.logs import Throttled
 log = logging.getLogger(__name__)
 
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=True)
+
+#: attachments one binary packet may announce (no event of the protocol takes any: they
+#: are refused, but the packet is read to its end so that the refusal can be answered)
+MAX_ATTACHMENTS = 10
 
 #: names Socket.IO keeps for itself; a client may not send them as events
 RESERVED_EVENTS = frozenset(
@@ -49,6 +54,15 @@ class StrictJSON:
 class StrictPacket(packet.Packet):
     json = StrictJSON
 
+    def decode(self, encoded_packet: Any) -> int:
+        attachments: int = super().decode(encoded_packet)
+        if self.packet_type == packet.BINARY_ACK:
+            # The gateway never asks a client for an ack that could carry bytes.
+            raise ValueError("a binary ack packet")
+        if attachments > MAX_ATTACHMENTS:
+            raise ValueError(f"{attachments} attachments announced")
+        return attachments
+
     @classmethod
     def reconstruct_binary(cls, data: Any, attachments: list[Any]) -> Any:
         # No event of the protocol takes bytes: the event is answered, its bytes dropped.
@@ -57,11 +71,15 @@ class StrictPacket(packet.Packet):
 
 class Server(socketio.AsyncServer):
     def __init__(self, **kwargs: Any) -> None:
+        transport.install()
         super().__init__(serializer=StrictPacket, **kwargs)
         self._malformed_log = Throttled(log, interval_s=10.0)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
+            waiting = eio_sid in self._binary_packet
+            if waiting != isinstance(data, bytes | bytearray):
+                raise ValueError("an attachment that is not binary, or one not announced")
             await super()._handle_eio_message(eio_sid, data)
         except _MALFORMED as exc:  # what the packet parser refused: see the module docstring
             self._binary_packet.pop(eio_sid, None)
@@ -75,6 +93,9 @@ class Server(socketio.AsyncServer):
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if not (isinstance(data, list) and data and isinstance(data[0], str)):
             raise ValueError("an event packet without an event name")
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if sid is None or not self.manager.is_connected(sid, namespace or "/"):
+            raise ValueError("an event for a namespace the client has not joined")
         await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_event_internal(
