@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -29,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from orchestra.codec import from_json, to_json
 
 __all__ = ["FinalEvents", "Spool", "SpoolItem"]
 
@@ -91,7 +92,7 @@ class Spool:
             damaged = bool(lines)  # no newline at the end: a torn last write
         for number, text in enumerate(lines, 1):
             try:
-                record = json.loads(text)
+                record = from_json(text)
                 kind = record["k"]
             except (ValueError, KeyError, TypeError):
                 if number != len(lines):
@@ -203,7 +204,7 @@ class Spool:
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self._file.write(to_json(record) + "\n")
         # Flushed to the operating system: the line survives our own crash.
         self._file.flush()
 
@@ -221,7 +222,7 @@ class Spool:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with temp.open("w", encoding="utf-8") as handle:
             for record in records:
-                handle.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+                handle.write(to_json(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.path)

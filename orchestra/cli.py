@@ -21,6 +21,7 @@ import importlib
 import os
 import secrets
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def run_agent(args: argparse.Namespace) -> int:
     configure(settings.log_level)
     daemon = importlib.import_module("agent_client")
     try:
-        asyncio.run(daemon.run_agent(settings))
+        _run_fast(daemon.run_agent(settings))
     except KeyboardInterrupt:
         pass
     return 0
@@ -189,6 +190,15 @@ def run_watch(args: argparse.Namespace) -> int:
 
     user, password = _credentials(args)
     return asyncio.run(watch_session(_servers(args), user, password, args.session))
+
+
+def _run_fast(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a long-lived daemon on uvloop where it is installed (as Sanic does)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _servers(args: argparse.Namespace) -> list[str]:

@@ -12,7 +12,7 @@ an integer outside 64 bits (use the BigInt tag, PROTOCOL.md §1); a lone surroga
 (`"\\ud800"`, which UTF-8 cannot carry); nesting deeper than `MAX_DEPTH`; and, on
 Socket.IO, binary attachments (no event of the protocol takes bytes).
 
-`dumps` refuses NaN and Infinity on the way out, so nothing non-finite is ever sent.
+`dumps` writes NaN and Infinity as null, so nothing non-finite is ever sent.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = ["MAX_DEPTH", "NotStrict", "dumps", "loads", "problem"]
 
 MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# A number of 19 digits or more (after `:`, `,` or `[`, where JSON numbers stand): maybe
+# an integer orjson would read as a float.
+_LONG_DIGITS = re.compile(r"[:,\[]\s*-?[0-9]{19}")
 # A surrogate escape; only when there is one is the parsed value searched for lone ones.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 
@@ -71,9 +76,29 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text; a value that is not strict JSON comes back as `NotStrict` (for a
     Socket.IO event, `[name, NotStrict]`, so the event can still be answered).
 
-    Text that is not JSON at all raises ValueError (RecursionError is raised as one)."""
+    Text that is not JSON at all raises ValueError (RecursionError is raised as one).
+
+    orjson parses first: it refuses NaN, Infinity, overflowing numbers and lone
+    surrogates by itself, so what it takes is strict unless it holds a long run of digits
+    (orjson reads integers past 64 bits as floats) or deep nesting, which the careful
+    parser below looks at. What orjson refuses goes there too, to say why."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8")
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if (text.count("[") + text.count("{")) > MAX_DEPTH and (
+                reason := _depth_problem(value)
+            ):
+                return refused(value, reason)
+            return value
+    return _careful_loads(text)
+
+
+def _careful_loads(text: str) -> Any:
     problems = _Problems()
     try:
         value = json.loads(
@@ -106,9 +131,14 @@ def refused(value: Any, reason: str) -> Any:
 
 
 def dumps(value: Any, *args: Any, **kwargs: Any) -> str:
-    """`json.dumps`, refusing NaN and Infinity (ValueError) instead of writing them."""
-    kwargs["allow_nan"] = False
-    return json.dumps(value, *args, **kwargs)
+    """Compact JSON text (orjson; python-socketio's `separators` are what it writes
+    anyway). NaN and Infinity, which nothing should hold since every model refuses them,
+    come out as null (orjson), never as bare `NaN` a browser could not parse."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits, a type orjson does not know
+        kwargs["allow_nan"] = False
+        return json.dumps(value, *args, **kwargs)
 
 
 def problem(value: Any) -> str | None:
