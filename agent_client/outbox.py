@@ -3,8 +3,9 @@
 A task sends two kinds of events:
 
 - output items (`task:stream`, `worker:output`), numbered by `seq`, spooled to disk before
-  they are sent, and sent pipelined: up to `MAX_IN_FLIGHT` in flight, each ack
-  (`{persistedSeq}`) moving the acknowledged mark forward;
+  they are sent, and sent pipelined in frames (`agent_client/frames.py`): what the worker
+  printed since the last frame goes as one batch (PROTOCOL.md §5, 1.1), a few frames in
+  flight, each frame's ack (`{persistedSeq}`) moving the acknowledged mark forward;
 - control events (`task:accepted`, `worker:status`, `task:result`, `task:rejected`, ...),
   each sent once everything before it is acknowledged, and awaited.
 
@@ -15,6 +16,14 @@ N is sent only once the gateway has stored 1..N. So the final `worker:status` an
 One pump task per outbox does all the sending. On each new connection (a new session
 epoch) it starts again from the acknowledged mark, so everything unacknowledged is sent
 again, in seq order, before anything new; the gateway drops the seqs it already has.
+
+Batches cost no latency: an outbox with nothing in flight sends a lone line at once (as a
+1.0 frame). Only while a frame is in flight does it linger, `LINGER_S` at most, for more
+lines to join the next frame; and once the frames in flight reach their cap, what the
+worker prints meanwhile piles up for the next frame anyway. A gateway that refuses a batch
+with PARAM_001 (one from before batches cannot read `items`) gets single items, one per
+frame as before, for the rest of that connection: nothing is lost, the refused frame's
+items are sent again one by one.
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from agent_client.connection import LinkDown, response_error
+from agent_client.frames import LINGER_S, MAX_BATCH_ITEMS, Frame, FrameWindow, next_frame
 from agent_client.spool import FinalEvents, Spool
 from orchestra.aio import cancel_and_wait
 
@@ -40,11 +51,6 @@ log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({"SYS_001", "RATE_001", "DB_001", "CONN_001", "CONN_002"})
 # Refusals of output meaning the gateway will never take this task's output from us.
 _UNWANTED = frozenset({"AUTH_002", "TASK_002"})
-# Output items sent ahead of the acknowledged mark. Without a cap, a worker printing faster
-# than the gateway stores queues thousands of events on the socket, and everything behind
-# them waits too: heartbeats, command acks, and the websocket's pong, whose timeout then
-# drops the connection.
-MAX_IN_FLIGHT = 256
 
 
 class Sender(Protocol):
@@ -114,6 +120,7 @@ class TaskOutbox:
         self._rewind_at: float | None = None
         self._progress_at = time.monotonic()
         self._unwanted_logged = False
+        self._window = FrameWindow()
         self._pump: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         if spool.final is not None:
@@ -201,11 +208,13 @@ class TaskOutbox:
             session = await self._link.wait_ready()
             if session.epoch != epoch:
                 epoch, sent = session.epoch, self.spool.persisted_seq
+                self._window.connected(epoch)
                 self._progress_at = time.monotonic()
             if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
                 # Unacknowledged output is sent again; the gateway drops what it has.
                 self._rewind_at = None
                 sent = self.spool.persisted_seq
+                self._window.forget()
                 self._progress_at = time.monotonic()
             try:
                 sent = await self._send_output(session, sent)
@@ -227,20 +236,31 @@ class TaskOutbox:
             self._on_done(self)
 
     async def _send_output(self, session: Sender, sent: int) -> int:
-        """Send the items the next control event does not hold back; returns the last sent."""
+        """Send the items the next control event does not hold back, in frames; returns the
+        last seq sent."""
+        window = self._window
+        lingered = False
         while True:
+            if self._rewind_at is not None:
+                return sent  # backing off: what is unacknowledged goes again at the rewind
             # Looked up each time: a control event queued meanwhile holds back what follows.
             head = self._controls[0] if self._controls else None
             sent = max(sent, self.spool.persisted_seq)
             limit = head.after_seq if head is not None else self.spool.last_seq
-            limit = min(limit, self.spool.persisted_seq + MAX_IN_FLIGHT)
-            if sent >= limit:
-                return sent
+            if sent >= limit or window.full(sent, self.spool.persisted_seq):
+                return sent  # new output, or an ack, wakes the pump
+            if window.batches and window.busy and not lingered and limit - sent < MAX_BATCH_ITEMS:
+                # A frame is in flight: a moment for more lines to join the next one.
+                lingered = True
+                await asyncio.sleep(LINGER_S)
+                continue
             if sent == self.spool.persisted_seq:
                 self._progress_at = time.monotonic()  # the ack clock starts now
-            item = self.spool.get(sent + 1)
-            await session.emit(item.event, item.payload, self._on_ack)
-            sent += 1
+            frame = next_frame(self.spool, sent + 1, limit, batches=window.batches)
+            on_ack = partial(self._on_ack, window.opened(), frame, window.epoch)
+            await session.emit(frame.event, frame.payload, on_ack)
+            sent = frame.last_seq
+            lingered = False
 
     async def _send_control(self, session: Sender, control: _Control) -> bool:
         """Send one control event and wait for its ack; True once it needs no more tries."""
@@ -313,8 +333,10 @@ class TaskOutbox:
             )
             self._rewind_at = time.monotonic()
 
-    def _on_ack(self, response: Any) -> None:
-        """An output item's ack: `{persistedSeq}` moves the acknowledged mark forward."""
+    def _on_ack(self, number: int, frame: Frame, epoch: int, response: Any) -> None:
+        """An output frame's ack: `{persistedSeq}` moves the acknowledged mark forward."""
+        if self._window.closed(number):
+            self._wake.set()  # room for another frame
         error = response_error(response)
         if error is None and _is_stale(response):
             self._went_stale("output")
@@ -327,6 +349,18 @@ class TaskOutbox:
                 self._wake.set()
             return
         code, message = error
+        if code == "PARAM_001" and frame.items > 1:
+            if self._window.refuse_batches(epoch):
+                log.warning(
+                    "task %s: the gateway refused a batch (%s: %s); sending single items "
+                    "for the rest of this connection",
+                    self.task_id,
+                    code,
+                    message,
+                )
+                self._rewind_at = time.monotonic()
+                self._wake.set()
+            return
         if code in _UNWANTED:
             # The gateway will never store this task's output (it is not ours any more, or
             # it is gone): waiting for acks would hold the task's end back for ever.

@@ -5,7 +5,9 @@
 A session's stream holds `--events` output events (written as the gateway writes them);
 a client joins with the first eventId and the benchmark times the join until its ack,
 which comes after every missed event has been sent to it, and until the client has
-received them all.
+received them all. Each run joins the same stream in each mode, in turn: one event per
+emit (a 1.0 client), `session:events` frames (`batch: true`), and frames by a client
+that listed zstd in its handshake (as `orchestra.client` does).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -57,30 +60,40 @@ async def main() -> None:
                 )
             await pipe.execute()
             first = (await streams.xrange(client, keys.session_events(sid), count=1))[0][0]
-            acks, totals = [], []
+            acks: dict[str, list[float]] = {mode: [] for mode in MODES}
+            totals: dict[str, list[float]] = {mode: [] for mode in MODES}
             for _ in range(args.runs):
-                reader = WebClient()
-                await reader.connect(gateway.url, token)
-                started = time.perf_counter()
-                await reader.ok("session:join", {"sessionId": sid, "lastEventId": first})
-                acked = time.perf_counter()
-                await wait_for(
-                    partial(_received_all, reader, args.events - 1),
-                    interval_s=0.001,
-                    what="every missed event",
+                for mode, options in MODES.items():
+                    reader = WebClient(batch=options["batch"])
+                    await reader.connect(gateway.url, token, compression=options["compression"])
+                    started = time.perf_counter()
+                    await reader.ok("session:join", {"sessionId": sid, "lastEventId": first})
+                    acked = time.perf_counter()
+                    await wait_for(
+                        partial(_received_all, reader, args.events - 1),
+                        interval_s=0.001,
+                        what="every missed event",
+                    )
+                    done = time.perf_counter()
+                    acks[mode].append((acked - started) * 1000)
+                    totals[mode].append((done - started) * 1000)
+                    await reader.close()
+            for mode in MODES:
+                print(
+                    f"resume with {args.events - 1:,} missed events, {mode}: join acked after "
+                    f"{statistics.median(acks[mode]):.0f} ms, all received after "
+                    f"{statistics.median(totals[mode]):.0f} ms (median of {args.runs})"
                 )
-                done = time.perf_counter()
-                acks.append((acked - started) * 1000)
-                totals.append((done - started) * 1000)
-                await reader.close()
-            print(
-                f"resume with {args.events - 1:,} missed events: join acked after "
-                f"{statistics.median(acks):.0f} ms, all received after "
-                f"{statistics.median(totals):.0f} ms (median of {args.runs})"
-            )
             await client.aclose()
         finally:
             deployment.stop_all()
+
+
+MODES: dict[str, dict[str, Any]] = {
+    "one event per emit": {"batch": False, "compression": None},
+    "session:events frames": {"batch": True, "compression": None},
+    "frames, zstd": {"batch": True, "compression": ["zstd"]},
+}
 
 
 def _received_all(reader: WebClient, expected: int) -> bool:

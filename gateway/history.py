@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from actors import streams
 from actors.trim import TRIMMED_TO
 from orchestra import keys
-from orchestra.codec import parse_event_id
+from orchestra.codec import from_json, json_size, parse_event_id
 from orchestra.db import Store
 from orchestra.db.models import SessionEventRecord
 
@@ -35,6 +35,7 @@ class Event:
     event_id: str
     name: str
     data: dict[str, Any]  # as clients get it, `eventId` included
+    size: int = 0  # about how many bytes `data` takes as JSON (frames are cut by it)
 
     def wire(self) -> dict[str, Any]:
         return {"eventId": self.event_id, "event": self.name, "data": self.data}
@@ -125,10 +126,13 @@ def _decode(raw: str | None) -> str | None:
 
 
 def _from_stream(entry_id: str, fields: dict[str, str]) -> Event:
-    data = json.loads(fields.get("data") or "{}")
+    raw = fields.get("data") or "{}"
+    data = from_json(raw)
     data["eventId"] = entry_id
-    return Event(entry_id, fields.get("event", ""), data)
+    # The stored JSON and the eventId beside it: close enough to the size sent.
+    return Event(entry_id, fields.get("event", ""), data, len(raw) + len(entry_id) + 14)
 
 
 def _from_record(record: SessionEventRecord) -> Event:
-    return Event(record.event_id, record.event, {**record.payload, "eventId": record.event_id})
+    data = {**record.payload, "eventId": record.event_id}
+    return Event(record.event_id, record.event, data, json_size(data))

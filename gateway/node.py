@@ -98,7 +98,7 @@ class Node:
         self.web = WebNamespace(WEB, self)
         self.agents = AgentNamespace(AGENT, self)
         self.history = History(self.redis, self.store)
-        self.feed = SessionFeed(self.history, self._send_to_web)
+        self.feed = SessionFeed(self.history, self._send_to_web, self.web.send_shared)
         self.jobs = Jobs(
             LeaderLease(self.redis, self.scripts, settings.node_id, settings.lease_ttl_s)
         )

@@ -17,6 +17,9 @@ are read from the history over REST before joining again.
 Requests are sent again when the connection drops before their answer: input with the
 same envelope `id` and a start with the same `taskId`, which the gateway takes once;
 stop and join, which are harmless twice.
+
+Session events come in `session:events` frames (`batch=False`: one event per emit),
+compressed where large; each is yielded alone, as it would have come (`orchestra.frames`).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from typing import Any, Literal, Self
 import socketio
 
 from orchestra.aio import cancel_and_wait
-from orchestra.codec import new_id, parse_event_id
+from orchestra.codec import ALGORITHMS, new_id, parse_event_id
 from orchestra.errors import ConnectionTimeout, OrchestraError, from_info
+from orchestra.frames import FRAME_EVENT, decoded, unpack_frame
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class Client:
         first_delay_s: float = 1.0,
         max_delay_s: float = 5.0,
         offline_after: int = 5,
+        batch: bool = True,
     ) -> None:
         self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
         if not self.urls:
@@ -82,6 +87,7 @@ class Client:
         self.first_delay_s = first_delay_s
         self.max_delay_s = max_delay_s
         self.offline_after = offline_after
+        self.batch = batch
         self.state: State = "connecting"
         # Our own reconnection (it rejoins sessions); and Ctrl-C is the application's to
         # handle, not a reason for python-socketio to cancel every task in the process.
@@ -95,6 +101,7 @@ class Client:
         self._catching_up: dict[str, asyncio.Task[None]] = {}
         for name in SESSION_EVENTS | OTHER_EVENTS:
             self._sio.on(name, self._receiver(name), namespace="/web")
+        self._sio.on(FRAME_EVENT, self._receive_frame, namespace="/web")
         self._sio.on("disconnect", self._on_disconnect, namespace="/web")
 
     # -- setting up ----------------------------------------------------------------------
@@ -113,10 +120,11 @@ class Client:
         return client
 
     async def connect(self) -> None:
-        await self._sio.connect(
-            self.url, namespaces=["/web"], auth={"token": self.access_token}, wait_timeout=30
-        )
+        await self._sio.connect(self.url, namespaces=["/web"], auth=self._auth(), wait_timeout=30)
         self._online()
+
+    def _auth(self) -> dict[str, Any]:
+        return {"token": self.access_token, "compression": list(ALGORITHMS)}
 
     async def close(self) -> None:
         self.state = "closed"
@@ -232,6 +240,8 @@ class Client:
     async def join(self, session_id: str) -> dict[str, Any]:
         """Watch a session from where this client left it (from its start the first time)."""
         payload: dict[str, Any] = {"sessionId": session_id}
+        if self.batch:
+            payload["batch"] = True
         if self._last.get(session_id):
             payload["lastEventId"] = self._last[session_id]
             payload["epoch"] = self._epochs.get(session_id)
@@ -261,15 +271,27 @@ class Client:
             yield await self._queue.get()
 
     def _receiver(self, name: str) -> Any:
-        async def receive(data: dict[str, Any]) -> None:
-            session_id = data.get("sessionId")
-            if name == "session:resync" and session_id in self._last:
-                self._catch_up(str(session_id))
-            if name in SESSION_EVENTS and session_id in self._catching_up:
-                return  # the history read over REST brings it, in order
-            await self._yield_event(name, data)
+        async def receive(data: Any) -> None:
+            payload = decoded(name, data)
+            if payload is not None:
+                await self._received(name, payload)
 
         return receive
+
+    async def _receive_frame(self, data: Any) -> None:
+        """A `session:events` frame: each of its events as if it had come alone."""
+        frame = decoded(FRAME_EVENT, data)
+        for name, payload in unpack_frame(frame) if frame is not None else ():
+            if name in SESSION_EVENTS:  # as a lone event of another name would be ignored
+                await self._received(name, payload)
+
+    async def _received(self, name: str, data: dict[str, Any]) -> None:
+        session_id = data.get("sessionId")
+        if name == "session:resync" and session_id in self._last:
+            self._catch_up(str(session_id))
+        if name in SESSION_EVENTS and session_id in self._catching_up:
+            return  # the history read over REST brings it, in order
+        await self._yield_event(name, data)
 
     async def _yield_event(self, name: str, data: dict[str, Any]) -> None:
         session_id = data.get("sessionId")
@@ -327,8 +349,7 @@ class Client:
             self.url = random.choice(self.urls)
             try:
                 await self._sio.connect(
-                    self.url, namespaces=["/web"], auth={"token": self.access_token},
-                    wait_timeout=10,
+                    self.url, namespaces=["/web"], auth=self._auth(), wait_timeout=10,
                 )  # fmt: skip
             except socketio.exceptions.ConnectionError as exc:
                 log.info("reconnect attempt %d to %s failed: %s", attempts, self.url, exc)

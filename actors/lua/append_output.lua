@@ -1,5 +1,6 @@
--- Store one output item of a task in its session's event stream, once.
--- The hot path of DESIGN.md §2: one round trip per line, duplicates dropped by seq.
+-- Store output items of a task in its session's event stream, each seq once: one item
+-- (a 1.0 frame) or a batch of consecutive ones (1.1), in one call, one round trip.
+-- The hot path of DESIGN.md §2, duplicates dropped by seq.
 -- An agent numbers an attempt's output from 1; watchers see one numbering for the whole
 -- task, continued across attempts: the stored seq is the attempt's `seqBase` plus the
 -- agent's seq, and the agent is answered in its own numbering.
@@ -7,23 +8,29 @@
 -- nothing; it is answered with what that attempt had stored, in its own numbering.
 -- A stored item may also carry what the task keeps of it: a turn's usage (added to the
 -- task's `usage`) and the tool's session id (the task's `workerSessionId`).
+-- The items carry seq, seq+1, ...: those already stored are skipped, the rest stored, one
+-- stream entry each. Items starting past the first unstored seq would leave a hole:
+-- nothing of them is stored, and persistedSeq, unchanged, makes the agent send again
+-- from there. So a batch is stored whole, or from its first unstored seq on, or not at all.
 -- KEYS[1] task hash, KEYS[2] session event stream
--- ARGV[1] the agent's seq, ARGV[2] event name, ARGV[3] event data (a JSON object without
--- `seq`), ARGV[4] the agent id (JSON-encoded, as task hash fields are), ARGV[5] the
--- attempt ('' when the agent did not say: the current one), ARGV[6] usage to add (a JSON
--- object, or ''), ARGV[7] the workerSessionId (JSON-encoded, or '')
--- Returns {persistedSeq, eventId or false}, or {-1} for an unknown task, {-2} for a task
--- that is not this agent's, {-3, persistedSeq} for a stale attempt.
+-- ARGV[1] the agent's seq of the first item, ARGV[2] the event name, ARGV[3] the agent id
+-- (JSON-encoded, as task hash fields are), ARGV[4] the attempt ('' when the agent did not
+-- say: the current one), ARGV[5] the fields every item's event data shares (JSON object
+-- members without the braces: `"sessionId":…,"taskId":…,"agentId":…`), then three per
+-- item: its own fields (a JSON object, at least one member), usage to add (a JSON object,
+-- or ''), the workerSessionId (JSON-encoded, or '').
+-- Returns {persistedSeq, items stored}, or {-1} for an unknown task, {-2} for a task that
+-- is not this agent's, {-3, persistedSeq} for a stale attempt.
 local fields = redis.call('HMGET', KEYS[1], 'agentId', 'attempts', 'seqBase', 'lastSeq')
 local agent = fields[1]
 if not agent then
   return {-1}
 end
 local current = tonumber(fields[2] or '0')
-local attempt = tonumber(ARGV[5])
+local attempt = tonumber(ARGV[4])
 if attempt and attempt ~= current then
   local holders = cjson.decode(redis.call('HGET', KEYS[1], 'attemptAgents') or '[]')
-  if holders[attempt] ~= cjson.decode(ARGV[4]) then
+  if holders[attempt] ~= cjson.decode(ARGV[3]) then
     return {-2}
   end
   local bases = cjson.decode(redis.call('HGET', KEYS[1], 'seqBases') or '[]')
@@ -33,31 +40,44 @@ if attempt and attempt ~= current then
   end
   return {-3, stored}
 end
-if agent ~= ARGV[4] then
+if agent ~= ARGV[3] then
   return {-2}
 end
 local base = tonumber(fields[3] or '0')
 local last = tonumber(fields[4] or '0')
-local seq = base + tonumber(ARGV[1])
-if seq ~= last + 1 then
-  -- Already stored, or a gap: the agent resends everything above persistedSeq.
-  return {last - base, false}
+local first = base + tonumber(ARGV[1])
+local count = (#ARGV - 5) / 3
+if first > last + 1 or first + count - 1 <= last then
+  -- A gap (the agent resends everything above persistedSeq), or nothing new.
+  return {last - base, 0}
 end
-local data = '{"seq":' .. seq .. ',' .. string.sub(ARGV[3], 2)
-local id = redis.call('XADD', KEYS[2], '*', 'event', ARGV[2], 'data', data)
-redis.call('HSET', KEYS[1], 'lastSeq', seq)
-if ARGV[6] ~= '' then
-  local add = cjson.decode(ARGV[6])
-  local usage = cjson.decode(redis.call('HGET', KEYS[1], 'usage') or '{}')
-  for _, name in ipairs({'inputTokens', 'outputTokens', 'cacheReadTokens', 'cacheWriteTokens',
-                         'costUsd'}) do
-    if type(add[name]) == 'number' then
-      usage[name] = (usage[name] or 0) + add[name]
+local event, head = ARGV[2], ARGV[5] .. ','
+local usage = nil
+local session = nil
+for i = last + 1 - first, count - 1 do
+  local at = 6 + 3 * i
+  local data = '{"seq":' .. (first + i) .. ',' .. head .. string.sub(ARGV[at], 2)
+  redis.call('XADD', KEYS[2], '*', 'event', event, 'data', data)
+  if ARGV[at + 1] ~= '' then
+    local add = cjson.decode(ARGV[at + 1])
+    usage = usage or cjson.decode(redis.call('HGET', KEYS[1], 'usage') or '{}')
+    for _, name in ipairs({'inputTokens', 'outputTokens', 'cacheReadTokens',
+                           'cacheWriteTokens', 'costUsd'}) do
+      if type(add[name]) == 'number' then
+        usage[name] = (usage[name] or 0) + add[name]
+      end
     end
   end
+  if ARGV[at + 2] ~= '' then
+    session = ARGV[at + 2]
+  end
+end
+local stored = first + count - 1
+redis.call('HSET', KEYS[1], 'lastSeq', stored)
+if usage then
   redis.call('HSET', KEYS[1], 'usage', cjson.encode(usage))
 end
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'workerSessionId', ARGV[7])
+if session then
+  redis.call('HSET', KEYS[1], 'workerSessionId', session)
 end
-return {seq - base, id}
+return {stored - base, stored - last}

@@ -1,22 +1,21 @@
 """The `/agent` namespace: agent daemons (PROTOCOL.md §5).
 
-Output (`worker:output`, `task:stream`) takes the hot path: one Lua script stores it in the
-session's stream, once per seq. Everything else becomes a message to the task or agent
+Output (`worker:output`, `task:stream`) takes the hot path: one Lua script call per frame
+(one item, or a batch of them) stores it in the session's stream, once per seq
+(`gateway/sockets/output.py`). Everything else becomes a message to the task or agent
 actor. An agent may only speak for itself and its own tasks (AUTH_002 otherwise).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from actors import agent_address, task_address
 from gateway.rate_limit import AgentRateLimiter
 from gateway.revocation import Revocation
-from gateway.sockets.base import BaseNamespace, ConnectionRefused
-from orchestra import keys
-from orchestra.codec import now_iso
+from gateway.sockets import output
+from gateway.sockets.base import BaseNamespace, ConnectionRefused, decoded_bytes
 from orchestra.errors import AuthenticationFailed, Forbidden, NotFound, OrchestraError
 from orchestra.protocol import (
     AgentHeartbeat,
@@ -26,7 +25,9 @@ from orchestra.protocol import (
     TaskRejected,
     TaskResult,
     TaskStream,
+    TaskStreamBatch,
     WorkerOutput,
+    WorkerOutputBatch,
     WorkerPermissionCancelled,
     WorkerPermissionRequest,
     WorkerStatusReport,
@@ -181,72 +182,46 @@ class AgentNamespace(BaseNamespace):
             )
         return {}
 
-    # -- output: the hot path ----------------------------------------------------------
+    # -- output: the hot path (gateway/sockets/output.py) ------------------------------
 
     async def on_task_stream(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
-        item = TaskStream.parse(payload)
-        data = {"type": item.type, "data": item.data, "timestamp": _timestamp(payload)}
-        return await self._store_output(sid, item, "task:stream", data)
+        if "items" in payload:
+            output.check_batch_size(decoded_bytes.get())
+            batch = TaskStreamBatch.parse(payload)
+            lines = [output.stream_item(item, batch.timestamp) for item in batch.items]
+            return await self._store_output(sid, batch, batch.seq, "task:stream", lines)
+        one = TaskStream.parse(payload)
+        return await self._store_output(sid, one, one.seq, "task:stream", [output.stream_item(one)])
 
     async def on_worker_output(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
-        item = WorkerOutput.parse(payload)
-        data = {
-            "type": item.type,
-            "content": item.content,
-            "timestamp": _timestamp(payload),
-            "details": item.details,
-            "usage": item.usage,
-            "stats": item.stats,
-        }
-        # What the task keeps of its output (PROTOCOL.md §8): a turn's usage, summed, and
-        # the latest session id of the tool's own conversation.
-        usage = item.usage if item.type == "result" and item.usage else None
-        session = (item.details or {}).get("workerSessionId") if item.type == "system" else None
-        return await self._store_output(
-            sid,
-            item,
-            "worker:output",
-            {k: v for k, v in data.items() if v is not None},
-            usage=usage,
-            worker_session_id=session if isinstance(session, str) and session else None,
-        )
+        if "items" in payload:
+            output.check_batch_size(decoded_bytes.get())
+            batch = WorkerOutputBatch.parse(payload)
+            items = [output.worker_item(item, batch.timestamp) for item in batch.items]
+            return await self._store_output(sid, batch, batch.seq, "worker:output", items)
+        one = WorkerOutput.parse(payload)
+        items = [output.worker_item(one)]
+        return await self._store_output(sid, one, one.seq, "worker:output", items)
 
     async def _store_output(
-        self,
-        sid: str,
-        item: TaskStream | WorkerOutput,
-        event: str,
-        data: dict[str, Any],
-        *,
-        usage: dict[str, Any] | None = None,
-        worker_session_id: str | None = None,
+        self, sid: str, ref: TaskRef, seq: int, event: str, items: list[output.ItemArgs]
     ) -> dict[str, Any]:
-        agent_id = self.me(sid, item.agent_id)
-        session_id = await self.node.ops.session_of_task(item.task_id)
+        """One frame's items, stored with one script call (the task's session looked up
+        once, from this node's cache after the first time)."""
+        agent_id = self.me(sid, ref.agent_id)
+        session_id = await self.node.ops.session_of_task(ref.task_id)
         if session_id is None:
             raise NotFound("unknown task")
-        # `seq` is put in by the script: the task's numbering, which may differ from the
-        # agent's after a retry.
-        event_data = {"sessionId": session_id, "taskId": item.task_id, "agentId": agent_id, **data}
-        answer = await self.node.scripts.append_output(
-            keys=[keys.task(session_id, item.task_id), keys.session_events(session_id)],
-            args=[
-                item.seq,
-                event,
-                json.dumps(event_data, default=str),
-                json.dumps(agent_id),
-                "" if item.attempt is None else item.attempt,
-                "" if usage is None else json.dumps(_usage_numbers(usage)),
-                "" if worker_session_id is None else json.dumps(worker_session_id),
-            ],
+        return await output.store(
+            self.node.scripts.append_output,
+            session_id=session_id,
+            task_id=ref.task_id,
+            agent_id=agent_id,
+            attempt=ref.attempt,
+            seq=seq,
+            event=event,
+            items=items,
         )
-        if answer[0] == -1:
-            raise NotFound("unknown task")
-        if answer[0] == -2:
-            raise Forbidden("this task is not assigned to this agent")
-        if answer[0] == -3:
-            return {"stale": True, "persistedSeq": int(answer[1])}
-        return {"persistedSeq": int(answer[0])}
 
     # -- lifecycle reports: messages to the task actor ---------------------------------
 
@@ -284,22 +259,3 @@ class AgentNamespace(BaseNamespace):
         answer = await ref.ask(message, body)
         # `{stale: true}` for a report about an earlier attempt (PROTOCOL.md §5, 1.1).
         return answer if isinstance(answer, dict) else {}
-
-
-def _timestamp(payload: dict[str, Any]) -> str:
-    value = payload.get("timestamp")
-    return value if isinstance(value, str) and len(value) <= 64 else now_iso()
-
-
-_USAGE_FIELDS = ("inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "costUsd")
-
-
-def _usage_numbers(usage: dict[str, Any]) -> dict[str, float]:
-    """The TokenUsage fields that are finite, non-negative numbers (the rest is not summed)."""
-    return {
-        name: value
-        for name in _USAGE_FIELDS
-        if isinstance(value := usage.get(name), int | float)
-        and not isinstance(value, bool)
-        and 0 <= value < 1e15
-    }

@@ -8,7 +8,9 @@ limit: each gets its error code and nothing changes.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LIFECYCLE = {"connect", "disconnect"}
+
+#: the JSON size of the payload being handled, measured once by `_decode` for the size
+#: limit; handlers with limits of their own (output batches) read it from here
+decoded_bytes: contextvars.ContextVar[int] = contextvars.ContextVar("decoded_bytes", default=0)
 
 
 class BaseNamespace(socketio.AsyncNamespace):
@@ -79,10 +85,12 @@ class BaseNamespace(socketio.AsyncNamespace):
         payload = decompress(raw, self.settings.max_payload_bytes)
         if not isinstance(payload, dict):
             raise InvalidParameters("the payload must be a JSON object")
-        if json_size(payload) > self.settings.max_payload_bytes:
+        size = json_size(payload)
+        if size > self.settings.max_payload_bytes:
             raise ResourceExhausted(
                 f"payload over the limit of {self.settings.max_payload_bytes} bytes"
             )
+        decoded_bytes.set(size)
         return payload
 
     async def _refused(self, sid: str, event: str, response: dict[str, Any]) -> None:
@@ -102,6 +110,23 @@ class BaseNamespace(socketio.AsyncNamespace):
         await self.node.sio.emit(
             event, payload, to=sid, namespace=self.namespace, ignore_queue=True, **kwargs
         )
+
+    async def send_shared(self, sids: Sequence[str], event: str, data: dict[str, Any]) -> None:
+        """`send` to several local sockets at once: one envelope, one compression for each
+        set of algorithms they listed, and one encoding (python-socketio encodes a packet
+        once for all the sockets it goes to)."""
+        payload = envelope(data, "server")
+        groups: dict[frozenset[str], list[str]] = {}
+        for sid in sids:
+            groups.setdefault(frozenset(self._accepts.get(sid, ())), []).append(sid)
+        for accepted, group in groups.items():
+            await self.node.sio.emit(
+                event,
+                compress(payload, accepted, self.settings.compression_threshold_bytes),
+                to=group[0] if len(group) == 1 else group,
+                namespace=self.namespace,
+                ignore_queue=True,
+            )
 
     def remember_compression(self, sid: str, auth: Any) -> None:
         if isinstance(auth, dict) and isinstance(auth.get("compression"), list):

@@ -149,7 +149,9 @@ class WebNamespace(BaseNamespace):
         elif request.last_event_id is not None and not valid_event_id(request.last_event_id):
             resync = "lastEventId is not an eventId of this session"
         else:
-            joined = await self.node.feed.join(state["id"], sid, request.last_event_id)
+            joined = await self.node.feed.join(
+                state["id"], sid, request.last_event_id, batch=request.batch
+            )
             if joined.resumed:
                 # Read after the replay: a request resolved meanwhile is not shown pending.
                 view, pending = await self.node.ops.session_and_permissions(

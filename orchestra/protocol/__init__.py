@@ -1,6 +1,8 @@
 """Protocol payloads as validated models (PROTOCOL.md §4-5)."""
 
 from orchestra.protocol.agent import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ITEMS,
     AgentHeartbeat,
     AgentRegister,
     CommandAck,
@@ -10,7 +12,11 @@ from orchestra.protocol.agent import (
     TaskRejected,
     TaskResult,
     TaskStream,
+    TaskStreamBatch,
+    TaskStreamItem,
     WorkerOutput,
+    WorkerOutputBatch,
+    WorkerOutputItem,
     WorkerPermissionCancelled,
     WorkerPermissionRequest,
     WorkerStatusReport,
@@ -29,6 +35,8 @@ from orchestra.protocol.web import (
 )
 
 __all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ITEMS",
     "AgentHeartbeat",
     "AgentLoad",
     "AgentRegister",
@@ -46,11 +54,15 @@ __all__ = [
     "TaskRejected",
     "TaskResult",
     "TaskStream",
+    "TaskStreamBatch",
+    "TaskStreamItem",
     "TaskView",
     "UserSync",
     "View",
     "WorkerInput",
     "WorkerOutput",
+    "WorkerOutputBatch",
+    "WorkerOutputItem",
     "WorkerPermissionCancelled",
     "WorkerPermissionDecision",
     "WorkerPermissionRequest",

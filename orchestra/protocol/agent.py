@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
+from orchestra.errors import InvalidParameters
 from orchestra.protocol.base import Payload
 
 OutputType = Literal["user", "assistant", "thinking", "tool", "tool-result", "system", "result"]
@@ -103,6 +104,69 @@ class TaskStream(TaskRef):
     seq: int = Field(ge=1)
     type: StreamType
     data: str
+
+
+# -- output in batches (1.1) ------------------------------------------------------------
+
+MAX_BATCH_ITEMS = 512
+"""Items one `worker:output` / `task:stream` batch frame may carry (PROTOCOL.md §5)."""
+MAX_BATCH_BYTES = 512 * 1024
+"""The JSON of one batch frame, at most (PROTOCOL.md §5)."""
+
+
+class OutputItem(BaseModel):
+    """One item of a batch: a single frame's own fields, without the frame's ids and seq."""
+
+    model_config = Payload.model_config
+    timestamp: Any = None
+
+
+class WorkerOutputItem(OutputItem):
+    type: OutputType
+    content: Any
+    details: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    stats: dict[str, Any] | None = None
+
+
+class TaskStreamItem(OutputItem):
+    type: StreamType
+    data: str
+
+
+class _Batch(TaskRef):
+    seq: int = Field(ge=1)
+    """The first item's seq; the items carry seq, seq+1, ..."""
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """PARAM_001 names the first item at fault (`item 3: ...`); nothing is kept."""
+        items = data.get("items") if isinstance(data, dict) else None
+        if isinstance(items, list) and len(items) > MAX_BATCH_ITEMS:
+            raise InvalidParameters(
+                f"a batch holds at most {MAX_BATCH_ITEMS} items, not {len(items)}",
+                {"errors": [{"field": "items", "problem": "too many items"}]},
+            )
+        try:
+            return super().parse(data)
+        except InvalidParameters as exc:
+            errors = (exc.details or {}).get("errors") or []
+            bad = next((e for e in errors if e["field"].startswith("items.")), None)
+            if bad is None:
+                raise
+            index = bad["field"].split(".")[1]
+            raise InvalidParameters(
+                f"item {index} of the batch is invalid ({bad['field']}: {bad['problem']})",
+                {"errors": errors, "item": int(index) if index.isdigit() else index},
+            ) from None
+
+
+class WorkerOutputBatch(_Batch):
+    items: list[WorkerOutputItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class TaskStreamBatch(_Batch):
+    items: list[TaskStreamItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class WorkerStatusReport(TaskRef):

@@ -24,6 +24,8 @@ class SessionJoin(Payload):
     session_id: str = Field(min_length=1, max_length=128)
     last_event_id: str | None = Field(None, max_length=64)
     epoch: str | None = Field(None, max_length=64)
+    batch: bool = False
+    """The session's events come to this socket as `session:events` frames."""
 
 
 class SessionLeave(Payload):

@@ -77,9 +77,11 @@ async def test_an_agent_over_its_limit_backs_off_and_loses_no_output(
     lines = 120
     watcher = await running.client()
     try:
+        # A line every 10 ms: mostly one frame each (the agent batches only what a worker
+        # prints while a frame is in flight), far over 20 events a second.
         started = await watcher.ok(
             "worker:start",
-            {"agentId": running.agent_id, "tool": "custom", "command": printer(lines, 0),
+            {"agentId": running.agent_id, "tool": "custom", "command": printer(lines, 0.01),
              "workingDirectory": str(tmp_path)},
         )  # fmt: skip
         await watcher.ok("session:join", {"sessionId": started["sessionId"]})

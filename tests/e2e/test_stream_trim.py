@@ -6,6 +6,7 @@ replay. Real gateway, agent and worker processes, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,13 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
     url, token = running.gateway.url, running.token
     redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
     watcher = await running.client()  # watches live from the start, while trims happen
-    clients: list[WebClient] = [watcher]
+    framed = await running.client(batch=True)  # the same, in `session:events` frames
+    clients: list[WebClient] = [watcher, framed]
     try:
         sid = (await ok("POST", url + "/api/sessions", {"title": "long"}, token))["session"]["id"]
         stream = keys.session_events(sid)
         await watcher.ok("session:join", {"sessionId": sid})
+        await framed.ok("session:join", {"sessionId": sid})
         await watcher.ok(
             "worker:start",
             {
@@ -67,7 +70,11 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
             if int(await redis.xlen(stream)) > CAP:
                 return False
             everything = (await history(url, token, sid))["events"]
-            return len(everything) == len(watcher.session_events(sid))
+            return (
+                len(everything)
+                == len(watcher.session_events(sid))
+                == len(framed.session_events(sid))
+            )
 
         await wait_for(settled, what="the task done, its stream trimmed, its history complete")
 
@@ -77,6 +84,8 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
         events = (await history(url, token, sid))["events"]
         ids = [e["eventId"] for e in events]
         assert [d["eventId"] for _, d in seen] == ids
+        assert [d["eventId"] for _, d in framed.session_events(sid)] == ids
+        assert framed.frames and not watcher.frames
         assert [parse_event_id(i) for i in ids] == sorted({parse_event_id(i) for i in ids})
         assert len(ids) > LINES > CAP  # session:updated and statuses besides the lines
         lines = [e["data"] for e in events if e["event"] == "task:stream"]
@@ -106,8 +115,8 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
             assert [e["eventId"] for e in rest] == ids[ids.index(at) + 1 :]
 
         # Rejoining from a trimmed event, or from the start: a resync and nothing replayed.
-        for last_event_id in (ids[0], ids[-CAP - 2], None):
-            late = await running.client()
+        for last_event_id, batch in product((ids[0], ids[-CAP - 2], None), (False, True)):
+            late = await running.client(batch=batch)
             clients.append(late)
             payload = {"sessionId": sid} | ({"lastEventId": last_event_id} if last_event_id else {})
             joined = await late.ok("session:join", payload)
@@ -115,10 +124,11 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
             resync = await late.wait_for_event("session:resync")
             assert resync["sessionId"] == sid and resync["reason"]
             assert late.session_events(sid) == []  # a replay would have come before the ack
+            assert late.frames == []
 
         # Rejoining from the last event removed, or from one still kept: exactly what followed.
-        for last_event_id in (trimmed_to, ids[-10]):
-            late = await running.client()
+        for last_event_id, batch in product((trimmed_to, ids[-10]), (False, True)):
+            late = await running.client(batch=batch)
             clients.append(late)
             joined = await late.ok("session:join", {"sessionId": sid, "lastEventId": last_event_id})
             replayed = [d["eventId"] for _, d in late.session_events(sid)]

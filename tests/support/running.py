@@ -23,9 +23,12 @@ class Running:
     secret_file: Path
     token: str
 
-    async def client(self) -> WebClient:
-        client = WebClient()
-        await client.connect(self.gateway.url, self.token)
+    async def client(
+        self, *, batch: bool = False, compression: list[str] | None = None
+    ) -> WebClient:
+        """A connected web client (see `WebClient` for `batch`)."""
+        client = WebClient(batch=batch)
+        await client.connect(self.gateway.url, self.token, compression=compression)
         return client
 
     async def task(self, task_id: str) -> dict[str, Any]:
