@@ -4,11 +4,13 @@
     python -m benchmarks._relay produce --url http://127.0.0.1:8765
 
 `serve` is python-socketio's AsyncServer on Sanic and nothing else: no Redis, no storage,
-no auth, no validation. A web client joins a room (`session:join`) and asks for a run
-(`worker:start`), which goes to the producer as `task:assign`. Each `task:stream` the
-producer sends is emitted to the session's room and acknowledged with `{persistedSeq}`;
-`task:result` goes the same way. Like the gateway, it handles one socket's events one
-after another, in the order sent (`async_handlers=False`).
+no auth, no validation (`/health` counts the producers and the `/web` sockets connected).
+A web client joins a room (`session:join`) and asks for a run (`worker:start`), which
+goes to the producer as `task:assign`. Each `task:stream` the producer sends is emitted
+to the session's room and acknowledged with `{persistedSeq}`; `task:result` goes the same
+way. Like the gateway, it handles one socket's events one after another, in the order
+sent (`async_handlers=False`). It is also the bare python-socketio server that
+`benchmarks.idle_connections` holds idle connections to, beside the gateway.
 
 `produce` stands in for the agent daemon: it runs the worker command it is given, reads
 its stdout in 64 KiB chunks and cuts it into lines as the `custom` worker does, and emits
@@ -49,10 +51,17 @@ def create_relay() -> Sanic:
     app.config.KEEP_ALIVE_TIMEOUT = 30
     sio.attach(app)
     producers: set[str] = set()
+    watchers: set[str] = set()
 
     @app.get("/health")
     async def health(request: Request) -> HTTPResponse:
-        return json({"producers": len(producers)})
+        return json({"producers": len(producers), "web": len(watchers)})
+
+    async def watcher_connected(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        watchers.add(sid)
+
+    async def watcher_gone(sid: str, reason: Any = None) -> None:
+        watchers.discard(sid)
 
     async def producer_connected(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         producers.add(sid)
@@ -85,6 +94,8 @@ def create_relay() -> Sanic:
     sio.on("disconnect", producer_gone, namespace=AGENT)
     sio.on("task:stream", relay_line, namespace=AGENT)
     sio.on("task:result", relay_result, namespace=AGENT)
+    sio.on("connect", watcher_connected, namespace=WEB)
+    sio.on("disconnect", watcher_gone, namespace=WEB)
     sio.on("session:join", join, namespace=WEB)
     sio.on("session:leave", leave, namespace=WEB)
     sio.on("worker:start", start, namespace=WEB)

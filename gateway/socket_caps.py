@@ -73,14 +73,30 @@ class SocketCaps:
 
     async def claim(self, namespace: str, sid: str, owner: str) -> None:
         """Take a slot of `owner` (a user id on `/web`, an agent id on `/agent`) for the
-        socket, or refuse the connection with RES_001 when they are all taken."""
+        socket, or refuse the connection with RES_001 when they are all taken. One round
+        trip under the cap; a full set is tried again with the live nodes, so that the
+        slots of a node that died do not count."""
         kind = _KINDS[namespace]
         key = keys.socket_slots(kind, owner)
+        allowed = await self._try_claim(kind, key, sid, [])
+        if not allowed:
+            now_ms = int(time.time() * 1000)
+            found = await self.redis.zrangebyscore(keys.nodes(), now_ms, "+inf")
+            live = sorted({str(node) for node in found} | {self.node_id})
+            allowed = await self._try_claim(kind, key, sid, live)
+        if not allowed:
+            log.info("refused a %s socket of %s: %d open", kind, owner, self.caps[kind])
+            raise ConnectionRefused(
+                ResourceExhausted(
+                    f"too many open connections: at most {self.caps[kind]} per {kind}",
+                    {"max": self.caps[kind]},
+                )
+            )
+        self._held[(namespace, sid)] = key
+
+    async def _try_claim(self, kind: str, key: str, sid: str, live: list[str]) -> bool:
         index = keys.node_socket_slots(self.node_id)
         now_ms = int(time.time() * 1000)
-        live = [str(node) for node in await self.redis.zrangebyscore(keys.nodes(), now_ms, "+inf")]
-        if self.node_id not in live:
-            live.append(self.node_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._claim(
                 keys=[key],
@@ -97,15 +113,7 @@ class SocketCaps:
             pipe.sadd(index, key)
             pipe.pexpire(index, self.ttl_ms)
             allowed, _, _ = await pipe.execute()
-        if not int(allowed):
-            log.info("refused a %s socket of %s: %d open", kind, owner, self.caps[kind])
-            raise ConnectionRefused(
-                ResourceExhausted(
-                    f"too many open connections: at most {self.caps[kind]} per {kind}",
-                    {"max": self.caps[kind]},
-                )
-            )
-        self._held[(namespace, sid)] = key
+        return bool(int(allowed))
 
     async def release(self, namespace: str, sid: str) -> None:
         """Free the socket's slot (it disconnected); nothing when it holds none."""
