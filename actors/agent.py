@@ -145,19 +145,29 @@ class AgentActor(Actor):
         if status == previous and status == "offline":
             return
         event = "agent:connected" if status == "online" else "agent:disconnected"
+        self._keep_online_set(turn)
         turn.after_commit(lambda _: self._announce(turn, event))
 
     def _load_changed(self, turn: Turn) -> None:
+        self._keep_online_set(turn)
         turn.after_commit(lambda _: self._announce(turn, None))
 
+    def _keep_online_set(self, turn: Turn) -> None:
+        """Keep the set of online agents right, in the turn's commit (the write looks at
+        the state as the turn leaves it)."""
+
+        def write(pipe: Any) -> None:
+            if agent_status(turn.state) == "offline":
+                pipe.srem(keys.agents_online(), turn.address.id)
+            else:
+                pipe.sadd(keys.agents_online(), turn.address.id)
+
+        turn.write(write)
+
     async def _announce(self, turn: Turn, event: str | None) -> None:
-        """Tell the agent's owner (and admins) about the change; keep the online set right."""
+        """Tell the agent's owner (and admins) about the change."""
         state = turn.state
         agent_id = state["id"]
-        if agent_status(state) == "offline":
-            await self.env.redis.srem(keys.agents_online(), agent_id)
-        else:
-            await self.env.redis.sadd(keys.agents_online(), agent_id)
         outlet = self.env.outlet
         rooms = [f"user:{state['ownerId']}", "admins"]
         for room in rooms:

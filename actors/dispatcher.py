@@ -19,8 +19,8 @@ from typing import Any
 from actors.actor import Actor
 from actors.addresses import Address, task_address
 from actors.dispatch import AgentSnapshot, TaskNeeds, eligible, strategy, why_not
-from actors.turn import Turn
-from actors.values import read_state, text
+from actors.turn import Turn, decode_state
+from actors.values import strings, text
 from orchestra import keys
 
 DISPATCHER = Address("dispatcher", "default")
@@ -28,6 +28,8 @@ PRIORITIES = ("high", "normal", "low")
 _SCAN = 200  # queued tasks looked at per kick
 _PENDING_S = 30.0  # how long an assignment counts as load before the agent's state shows it
 _RETRY_KICK_S = 5.0
+# What a kick reads of each queued task.
+_TASK_FIELDS = ["status", "ownerId", "rejectedBy", "tool", "requiredCapabilities", "strategy"]
 
 
 @dataclass
@@ -41,56 +43,127 @@ class DispatcherActor(Actor):
     kind = "dispatcher"
 
     async def on_kick(self, turn: Turn) -> None:
-        redis = self.env.redis
         now = time.time()
-        agents = await self._agents(now)
-        pending = await self._count_pending(turn, agents, now)
+        seen = await self._look(turn)
+        agents = seen.agents(now)
+        pending = self._count_pending(turn, agents, seen.pending_status, now)
         cursor = int(turn.state.get("cursor", 0))
         rng = random.Random()
         max_age_s = self.env.settings.heartbeat_interval_s * 3
         waiting = 0
-        for priority in PRIORITIES:
-            for member in await redis.zrange(keys.dispatch_queue(priority), 0, _SCAN - 1):
-                sid, _, tid = text(member).partition("/")
-                task = await read_state(redis, keys.task(sid, tid))
-                if task.get("status") != "queued":
-                    turn.write(_dequeue(priority, text(member)))
-                    continue
-                allowed = [
-                    a.snapshot
-                    for a in agents.values()
-                    # The owner's own agents only, an admin's too: an admin uses another
-                    # user's agent only by naming it (`agentId`), never through the queue.
-                    if a.owner_id == task.get("ownerId")
-                    and a.snapshot.id not in (task.get("rejectedBy") or [])
-                ]
-                needs = TaskNeeds(
-                    tool=task["tool"],
-                    required_capabilities=frozenset(task.get("requiredCapabilities") or ()),
-                )
-                candidates = eligible(allowed, needs, max_heartbeat_age_s=max_age_s)
-                if not candidates:
-                    waiting += 1
-                    reason = why_not(allowed, needs, max_heartbeat_age_s=max_age_s)
-                    turn.tell(task_address(sid, tid), "waiting", {"reason": reason})
-                    continue
-                pick = strategy(task.get("strategy") or self.env.settings.dispatch_strategy)
-                chosen = pick.choose(candidates, cursor=cursor, rng=rng)
-                cursor += 1
-                turn.tell(task_address(sid, tid), "assign", {"agentId": chosen.id})
-                pending[f"{sid}/{tid}"] = [chosen.id, now]
-                agent = agents[chosen.id]
-                agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
+        for (priority, member), task in zip(seen.queued, seen.tasks, strict=True):
+            sid, _, tid = member.partition("/")
+            if task.get("status") != "queued":
+                turn.write(_dequeue(priority, member))
+                continue
+            allowed = [
+                a.snapshot
+                for a in agents.values()
+                # The owner's own agents only, an admin's too: an admin uses another
+                # user's agent only by naming it (`agentId`), never through the queue.
+                if a.owner_id == task.get("ownerId")
+                and a.snapshot.id not in (task.get("rejectedBy") or [])
+            ]
+            needs = TaskNeeds(
+                tool=task["tool"],
+                required_capabilities=frozenset(task.get("requiredCapabilities") or ()),
+            )
+            candidates = eligible(allowed, needs, max_heartbeat_age_s=max_age_s)
+            if not candidates:
+                waiting += 1
+                reason = why_not(allowed, needs, max_heartbeat_age_s=max_age_s)
+                turn.tell(task_address(sid, tid), "waiting", {"reason": reason})
+                continue
+            pick = strategy(task.get("strategy") or self.env.settings.dispatch_strategy)
+            chosen = pick.choose(candidates, cursor=cursor, rng=rng)
+            cursor += 1
+            turn.tell(task_address(sid, tid), "assign", {"agentId": chosen.id})
+            pending[member] = [chosen.id, now]
+            agent = agents[chosen.id]
+            agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
         turn.set(cursor=cursor, pending=pending)
         if waiting and float(turn.state.get("nextKickAt", 0)) <= now:
             turn.set(nextKickAt=now + _RETRY_KICK_S)
             turn.schedule(_RETRY_KICK_S, "kick")
 
-    async def _agents(self, now: float) -> dict[str, _Agent]:
+    async def _look(self, turn: Turn) -> _Seen:
+        """What a kick looks at, in two round trips: the online agents and the queues,
+        then the agents' states, the queued tasks' fields and the statuses of the tasks
+        assigned lately (`pending`)."""
         redis = self.env.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.agents_online())
+            for priority in PRIORITIES:
+                pipe.zrange(keys.dispatch_queue(priority), 0, _SCAN - 1)
+            online, *queues = await pipe.execute()
+        queued = [
+            (priority, text(member))
+            for priority, members in zip(PRIORITIES, queues, strict=True)
+            for member in members
+        ]
+        pending = list(turn.state.get("pending") or {})
+        agent_keys = [keys.agent(text(agent_id)) for agent_id in online]
+        task_keys = [keys.task(*_split(member)) for _, member in queued]
+        pending_keys = [keys.task(*_split(member)) for member in pending]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in agent_keys:
+                pipe.hgetall(key)
+            for key in task_keys:
+                pipe.hmget(key, _TASK_FIELDS)
+            for key in pending_keys:
+                pipe.hget(key, "status")
+            replies = await pipe.execute()
+        agent_states = [decode_state(strings(raw)) for raw in replies[: len(agent_keys)]]
+        task_replies = replies[len(agent_keys) : len(agent_keys) + len(task_keys)]
+        tasks = [
+            decode_state(
+                {f: text(v) for f, v in zip(_TASK_FIELDS, values, strict=True) if v is not None}
+            )
+            for values in task_replies
+        ]
+        statuses = replies[len(agent_keys) + len(task_keys) :]
+        return _Seen(
+            agent_states,
+            queued,
+            tasks,
+            {m: None if v is None else text(v) for m, v in zip(pending, statuses, strict=True)},
+        )
+
+    def _count_pending(
+        self,
+        turn: Turn,
+        agents: dict[str, _Agent],
+        statuses: dict[str, str | None],
+        now: float,
+    ) -> dict[str, list[Any]]:
+        """Assignments the agents' states do not show yet count as load, so that quick
+        kicks in a row do not hand one free slot out twice. One stops counting once the
+        agent lists the task, or the task has moved on (assigned elsewhere, or ended)."""
+        pending: dict[str, list[Any]] = {}
+        for member, (agent_id, at) in (turn.state.get("pending") or {}).items():
+            agent = agents.get(agent_id)
+            _, tid = _split(member)
+            if agent is None or tid in agent.running or now - float(at) > _PENDING_S:
+                continue
+            if statuses.get(member) not in ('"queued"', '"assigned"'):
+                continue
+            pending[member] = [agent_id, at]
+            agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
+        return pending
+
+
+@dataclass
+class _Seen:
+    """What one kick read."""
+
+    agent_states: list[dict[str, Any]]
+    queued: list[tuple[str, str]]  # (priority, "<sid>/<tid>") in queue order
+    tasks: list[dict[str, Any]]  # the queued tasks' `_TASK_FIELDS`, in the same order
+    pending_status: dict[str, str | None]  # a pending member -> its raw status field
+
+    def agents(self, now: float) -> dict[str, _Agent]:
         found: dict[str, _Agent] = {}
-        for agent_id in await redis.smembers(keys.agents_online()):
-            state = await read_state(redis, keys.agent(text(agent_id)))
+        for state in self.agent_states:
             if state.get("id"):
                 found[state["id"]] = _Agent(
                     AgentSnapshot.from_state(state, now),
@@ -99,24 +172,10 @@ class DispatcherActor(Actor):
                 )
         return found
 
-    async def _count_pending(
-        self, turn: Turn, agents: dict[str, _Agent], now: float
-    ) -> dict[str, list[Any]]:
-        """Assignments the agents' states do not show yet count as load, so that quick
-        kicks in a row do not hand one free slot out twice. One stops counting once the
-        agent lists the task, or the task has moved on (assigned elsewhere, or ended)."""
-        pending: dict[str, list[Any]] = {}
-        for member, (agent_id, at) in (turn.state.get("pending") or {}).items():
-            agent = agents.get(agent_id)
-            sid, _, tid = member.partition("/")
-            if agent is None or tid in agent.running or now - float(at) > _PENDING_S:
-                continue
-            status = await self.env.redis.hget(keys.task(sid, tid), "status")
-            if status is None or text(status) not in ('"queued"', '"assigned"'):
-                continue
-            pending[member] = [agent_id, at]
-            agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
-        return pending
+
+def _split(member: str) -> tuple[str, str]:
+    sid, _, tid = member.partition("/")
+    return sid, tid
 
 
 def _dequeue(priority: str, member: str) -> Any:

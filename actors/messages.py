@@ -8,10 +8,19 @@ from typing import Any
 
 from orchestra.codec import new_id
 
+# One encoder for all: json.dumps with options builds a new encoder at every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def encode_field(value: Any) -> str:
+    """A value as compact JSON (state fields, message bodies, event data, replies)."""
+    return _ENCODER.encode(value)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One actor message. `id` makes handling idempotent; `reply_to` is set by `ask`."""
+    """One actor message. `id` makes handling idempotent; `reply_to`, set by `ask`, names
+    the reply inbox of the node that waits for the answer (`actors/replies.py`)."""
 
     to: str
     type: str
@@ -24,7 +33,7 @@ class Message:
         out = {
             "to": self.to,
             "type": self.type,
-            "body": json.dumps(self.body, separators=(",", ":"), default=str),
+            "body": encode_field(self.body),
             "sender": self.sender,
             "id": self.id,
         }

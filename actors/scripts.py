@@ -23,5 +23,5 @@ class Scripts:
         self.lease_acquire: AsyncScript = redis.register_script(_source("lease_acquire"))
         self.lease_renew: AsyncScript = redis.register_script(_source("lease_renew"))
         self.lease_release: AsyncScript = redis.register_script(_source("lease_release"))
-        self.timers_due: AsyncScript = redis.register_script(_source("timers_due"))
         self.mailbox_read: AsyncScript = redis.register_script(_source("mailbox_read"))
+        self.turn_commit: AsyncScript = redis.register_script(_source("turn_commit"))

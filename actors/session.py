@@ -78,7 +78,7 @@ class SessionActor(Actor):
     async def on_committed(self, turn: Turn, result: CommitResult) -> None:
         state = turn.state
         if turn.message.type == "create" and "createdAt" in turn.changes:
-            await self.env.store.create_session(
+            await self.env.store.ensure_session(
                 state["ownerId"],
                 title=state["title"],
                 agent_id=state.get("agentId"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from actors.values import strings, text
 
@@ -26,11 +25,6 @@ def _fields(raw: Any) -> dict[str, str]:
 
 async def xadd(redis: Redis, stream: str, fields: dict[str, str]) -> str:
     return text(await redis.xadd(stream, dict(fields)))  # type: ignore[arg-type]
-
-
-def queue_xadd(pipe: Pipeline, stream: str, fields: dict[str, str]) -> None:
-    """Queue an append in a transaction (the entry id comes with the results)."""
-    pipe.xadd(stream, dict(fields))  # type: ignore[arg-type]
 
 
 async def xrange(

@@ -312,7 +312,7 @@ class TaskActor(Actor):
             raise TaskExecutionFailed("the task has no agent yet")
 
     async def on_committed(self, turn: Turn, result: CommitResult) -> None:
-        """Keep the SQL history in step with the state."""
+        """Keep the SQL history in step with the state (a new task in one insert)."""
         state = turn.state
         if turn.message.type == "create" and "createdAt" in turn.changes:
             await self.env.store.create_task(
@@ -322,23 +322,27 @@ class TaskActor(Actor):
                 tool=state["tool"],
                 type=state["type"],
                 priority=state["priority"],
-                status=state["status"],
                 parameters=state["parameters"],
+                **_history(state),
             )
-        if {"status", "agentId", "attempts", "result"} & set(turn.changes):
-            await self.env.store.update_task(
-                state["id"],
-                agent_id=state.get("agentId"),
-                status=state["status"],
-                attempts=state.get("attempts", 0),
-                error=state.get("error"),
-                exit_code=state.get("exitCode"),
-                result=state.get("result"),
-                started_at=_as_datetime(state.get("startedAt")),
-                finished_at=_as_datetime(state.get("finishedAt")),
-                worker_session_id=state.get("workerSessionId"),
-                usage=state.get("usage"),
-            )
+        elif {"status", "agentId", "attempts", "result"} & set(turn.changes):
+            await self.env.store.update_task(state["id"], **_history(state))
+
+
+def _history(state: dict[str, Any]) -> dict[str, Any]:
+    """The SQL record's fields that follow the task's course."""
+    return {
+        "agent_id": state.get("agentId"),
+        "status": state["status"],
+        "attempts": state.get("attempts", 0),
+        "error": state.get("error"),
+        "exit_code": state.get("exitCode"),
+        "result": state.get("result"),
+        "started_at": _as_datetime(state.get("startedAt")),
+        "finished_at": _as_datetime(state.get("finishedAt")),
+        "worker_session_id": state.get("workerSessionId"),
+        "usage": state.get("usage"),
+    }
 
 
 def notify_permission(turn: Turn, view: dict[str, Any], webhook_cap: int) -> None:

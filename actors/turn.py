@@ -2,9 +2,10 @@
 
 A handler never writes to Redis itself. It records its effects on the `Turn` (state
 fields, session events, agent commands, messages to other actors, a reply), and the
-runtime commits them together with the acknowledgement of the mailbox entry in one
-MULTI/EXEC. So a message's effect happens once: either all of it and the ack, or none
-of it and the message is handled again (DESIGN.md §2, guarantee 2).
+runtime commits them together with the acknowledgement of the mailbox entry in one Lua
+script call, fenced on the partition's lease (`turn_commit.py`). So a message's effect
+happens once: either all of it and the ack, or none of it and the message is handled
+again (DESIGN.md §2, guarantee 2).
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from typing import Any
 
 from actors.addresses import Address
 from actors.messages import Message
+from actors.messages import encode_field as encode_field  # where turns take it from
 
 AfterCommit = Callable[["CommitResult"], Awaitable[None]]
-Write = Callable[[Any], None]  # queues one more command on the commit's transaction
-
-
-def encode_field(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+Write = Callable[[Any], None]  # queues one more command on the commit (`writes.py`)
 
 
 def decode_state(raw: dict[str, str]) -> dict[str, Any]:
@@ -101,7 +99,8 @@ class Turn:
 
     def write(self, op: Write) -> None:
         """Add a Redis write to the turn's commit (a queue of the dispatcher, say): `op`
-        gets the transaction and queues its command on it."""
+        gets a pipeline-like recorder and calls one redis-py command method on it per
+        write, each writing one key (`actors/writes.py`)."""
         self.writes.append(op)
 
     def after_commit(self, effect: AfterCommit) -> None:

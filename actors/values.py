@@ -42,8 +42,23 @@ async def read_fields(
 
 async def read_states(redis: Redis, state_keys: list[str]) -> list[dict[str, Any]]:
     """Many actors' whole states, decoded, in one round trip (empty where absent)."""
+    return [decode_state(raw) for raw in await read_raw_states(redis, state_keys)]
+
+
+async def read_raw_states(redis: Redis, state_keys: list[str]) -> list[dict[str, str]]:
+    """Many actors' whole state hashes, fields not decoded, in one round trip (none for
+    no keys)."""
+    if not state_keys:
+        return []
+    if len(state_keys) == 1:
+        return [strings(await redis.hgetall(state_keys[0]))]
     async with redis.pipeline(transaction=False) as pipe:
         for key in state_keys:
             pipe.hgetall(key)
         replies = await pipe.execute()
-    return [decode_state(strings(raw)) for raw in replies]
+    return [strings(raw) for raw in replies]
+
+
+async def read_states_of(redis: Redis, state_keys: list[str]) -> dict[str, dict[str, str]]:
+    """`read_raw_states` by key (no round trip for no keys)."""
+    return dict(zip(state_keys, await read_raw_states(redis, state_keys), strict=True))

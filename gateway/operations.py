@@ -119,6 +119,9 @@ class Operations:
         await self.system.ref(session_address(sid)).ask(
             "create", {"ownerId": who.user_id, "title": title, "agentId": agent_id}
         )
+        # The actor writes SQL after its commit, which the answer does not wait for: a
+        # list read right after this answer must find the session all the same.
+        await self.store.ensure_session(who.user_id, title=title, agent_id=agent_id, session_id=sid)
         return await self.session_for(who, sid)
 
     async def start_worker(self, who: Principal, request: WorkerStart) -> dict[str, Any]:

@@ -79,9 +79,10 @@ def timers(partition: int) -> str:
     return f"{PREFIX}:timers:{partition}"
 
 
-def reply(request_id: str) -> str:
-    """List an `ask` waits on for its answer (expires)."""
-    return f"{PREFIX}:reply:{request_id}"
+def replies(inbox: str) -> str:
+    """List of the answers to one node's `ask`s, each naming its request (expires): the
+    node reads it with one blocking pop for all its waiting asks (`actors/replies.py`)."""
+    return f"{PREFIX}:replies:{inbox}"
 
 
 def nodes() -> str:

@@ -1,4 +1,5 @@
 -- Append a command to an agent's outbox under the next commandId.
+-- (A turn's commands are appended the same way by turn_commit.lua, in its commit.)
 -- commandIds strictly increase per agent; the stream entry ID is 0-<commandId> so that the
 -- commands after an agent's lastCommandId are one XRANGE away.
 -- KEYS[1] agent hash, KEYS[2] agent outbox stream

@@ -57,6 +57,19 @@ class Store(AccountStore, WebhookStore, AuditStore):
         )
         return await self._add(record)
 
+    async def ensure_session(
+        self, owner_id: str, *, title: str = "", agent_id: str | None = None, session_id: str
+    ) -> None:
+        """`create_session`, unless a session with this id is there already: both the
+        session actor (after its commit) and the gateway (before answering) write it, so
+        a list read right after the answer finds it."""
+        try:
+            await self.create_session(
+                owner_id, title=title, agent_id=agent_id, session_id=session_id
+            )
+        except DuplicateError:
+            pass
+
     @guarded
     async def get_session(self, session_id: str) -> SessionRecord | None:
         return await self._get(SessionRecord, session_id)
