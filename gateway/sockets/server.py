@@ -54,6 +54,13 @@ class StrictJSON:
 class StrictPacket(packet.Packet):
     json = StrictJSON
 
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        # The gateway never sends bytes (compressed payloads are base64 text), so the walk
+        # python-socketio makes over every outgoing payload (9 % of the gateway's time
+        # under the throughput benchmark, for frames of many events) is skipped.
+        return False
+
     def decode(self, encoded_packet: Any) -> int:
         attachments: int = super().decode(encoded_packet)
         if self.packet_type == packet.BINARY_ACK:
