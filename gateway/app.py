@@ -8,6 +8,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
+from gateway.audit import request_ip
 from gateway.node import Node
 from gateway.responses import http_error
 from gateway.rest import BLUEPRINTS
@@ -70,7 +71,7 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
         if principal is not None and request.path not in _BY_ADDRESS:
             who = f"user:{principal.user_id}"
         else:
-            who = f"ip:{request.remote_addr or request.ip}"
+            who = f"ip:{request_ip(request)}"
         await node.rate_limiter.check(who)
 
     @app.exception(Exception)

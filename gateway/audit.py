@@ -53,6 +53,27 @@ async def audit(
         log.warning("audit entry %s not written: %s", action, type(exc).__name__)
 
 
+async def audit_request(
+    request: Request,
+    action: str,
+    *,
+    actor_id: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    **details: Any,
+) -> None:
+    """`audit` for a REST route: the request's node and the caller's address."""
+    await audit(
+        request.app.ctx.node,
+        action,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        ip=request_ip(request),
+        **details,
+    )
+
+
 async def permission_decided(
     node: Node,
     user_id: str,

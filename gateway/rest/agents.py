@@ -6,7 +6,7 @@ from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from gateway.audit import audit, request_ip
+from gateway.audit import audit_request
 from gateway.rest.common import body, caller, node_of
 from orchestra.errors import Forbidden, NotFound
 from orchestra.protocol import Payload
@@ -33,13 +33,12 @@ async def create_agent(request: Request) -> HTTPResponse:
     agent, secret = await node_of(request).store.create_agent(
         request_body.name, who.user_id, request_body.capabilities
     )
-    await audit(
-        node_of(request),
+    await audit_request(
+        request,
         "agent.created",
         actor_id=who.user_id,
         target_type="agent",
         target_id=agent.id,
-        ip=request_ip(request),
         name=agent.name,
     )
     return json({"agentId": agent.id, "agentSecret": secret, "name": agent.name}, status=201)
@@ -61,13 +60,12 @@ async def revoke_agent(request: Request, agent_id: str) -> HTTPResponse:
     await _owned(request, agent_id)
     await node_of(request).store.revoke_agent(agent_id)
     await node_of(request).credentials.revoke_agent(agent_id)
-    await audit(
-        node_of(request),
+    await audit_request(
+        request,
         "agent.revoked",
         actor_id=caller(request).user_id,
         target_type="agent",
         target_id=agent_id,
-        ip=request_ip(request),
     )
     return json({})
 
@@ -77,12 +75,11 @@ async def rotate_secret(request: Request, agent_id: str) -> HTTPResponse:
     await _owned(request, agent_id)
     secret = await node_of(request).store.rotate_agent_secret(agent_id)
     await node_of(request).credentials.revoke_agent(agent_id)
-    await audit(
-        node_of(request),
+    await audit_request(
+        request,
         "agent.secret_rotated",
         actor_id=caller(request).user_id,
         target_type="agent",
         target_id=agent_id,
-        ip=request_ip(request),
     )
     return json({"agentId": agent_id, "agentSecret": secret})

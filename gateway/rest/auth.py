@@ -6,7 +6,7 @@ from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from gateway.audit import audit, request_ip
+from gateway.audit import audit_request, request_ip
 from gateway.auth import RefreshTokenReused, user_view
 from gateway.rest.common import body, caller, node_of
 from gateway.rest.users import Password, _revoke
@@ -35,29 +35,27 @@ async def login(request: Request) -> HTTPResponse:
     node = node_of(request)
     credentials = body(request, Login)
     # Failures count per account and per address, whatever token comes along.
-    address = request.remote_addr or request.ip
+    address = request_ip(request) or ""
     await node.login_limiter.check(credentials.username, address)
     user = await node.store.authenticate(credentials.username, credentials.password)
     if user is None:
         await node.login_limiter.failed(credentials.username, address)
-        await audit(
-            node,
+        await audit_request(
+            request,
             "auth.login_failed",
             actor_id=None,
             target_type="user",
             target_id=None,
-            ip=request_ip(request),
             username=credentials.username,
         )
         raise AuthenticationFailed("wrong username or password")
     await node.login_limiter.succeeded(credentials.username)
-    await audit(
-        node,
+    await audit_request(
+        request,
         "auth.login",
         actor_id=user.id,
         target_type="user",
         target_id=user.id,
-        ip=request_ip(request),
     )
     return json(await node.tokens.issue(user))
 
@@ -73,13 +71,12 @@ async def refresh(request: Request) -> HTTPResponse:
     try:
         return json(await node.tokens.refresh(body(request, Refresh).refresh_token))
     except RefreshTokenReused:
-        await audit(
-            node,
+        await audit_request(
+            request,
             "auth.refresh_reused",
             actor_id=None,
             target_type="token-family",
             target_id=None,
-            ip=request_ip(request),
         )
         raise
 
@@ -98,13 +95,12 @@ async def logout(request: Request) -> HTTPResponse:
     else:  # a token from before families: only ending them all ends it
         await node.store.revoke_user_tokens(who.user_id)
         await node.credentials.revoke_user(who.user_id)
-    await audit(
-        node_of(request),
+    await audit_request(
+        request,
         "auth.logout",
         actor_id=who.user_id,
         target_type="user",
         target_id=who.user_id,
-        ip=request_ip(request),
     )
     return json({})
 
@@ -134,13 +130,12 @@ async def change_password(request: Request) -> HTTPResponse:
     changed = await node.store.update_user(user.id, password=given.new_password)
     if changed is None:
         raise AuthenticationFailed("user no longer exists or is disabled")
-    await audit(
-        node,
+    await audit_request(
+        request,
         "auth.password_changed",
         actor_id=user.id,
         target_type="user",
         target_id=user.id,
-        ip=request_ip(request),
     )
     await _revoke(node, user.id)
     return json(await node.tokens.issue(changed))

@@ -24,7 +24,7 @@ from pydantic import Field
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from gateway.audit import audit, request_ip
+from gateway.audit import audit_request
 from gateway.auth import user_view
 from gateway.node import Node
 from gateway.rest.common import admin, body, changes, node_of
@@ -93,13 +93,12 @@ async def create_user(request: Request) -> HTTPResponse:
     node = node_of(request)
     given = body(request, CreateUser)
     user = await node.store.create_user(given.username, given.password, is_admin=given.is_admin)
-    await audit(
-        node,
+    await audit_request(
+        request,
         "user.created",
         actor_id=who.user_id,
         target_type="user",
         target_id=user.id,
-        ip=request_ip(request),
         username=user.username,
         isAdmin=user.is_admin,
     )
@@ -133,13 +132,12 @@ async def update_user(request: Request, user_id: str) -> HTTPResponse:
     if changed:
         # One entry per change: `user.disabled` when that is (part of) what happened.
         disabled = changed.get("disabled") is True
-        await audit(
-            node,
+        await audit_request(
+            request,
             "user.disabled" if disabled else "user.updated",
             actor_id=who.user_id,
             target_type="user",
             target_id=user_id,
-            ip=request_ip(request),
             before={_WIRE[k]: getattr(before, k) for k in changed},
             after={_WIRE[k]: v for k, v in changed.items()},
         )
@@ -157,13 +155,12 @@ async def reset_password(request: Request, user_id: str) -> HTTPResponse:
     user = await node.store.update_user(user_id, password=given.password)
     if user is None:
         raise NotFound("unknown user")
-    await audit(
-        node,
+    await audit_request(
+        request,
         "user.password_reset",
         actor_id=who.user_id,
         target_type="user",
         target_id=user_id,
-        ip=request_ip(request),
     )
     await _revoke(node, user_id)
     return json({"user": user_view(user)})
@@ -178,13 +175,12 @@ async def delete_user(request: Request, user_id: str) -> HTTPResponse:
     user = await _user(node, user_id)
     if not await node.store.delete_user(user_id):
         raise NotFound("unknown user")
-    await audit(
-        node,
+    await audit_request(
+        request,
         "user.deleted",
         actor_id=who.user_id,
         target_type="user",
         target_id=user_id,
-        ip=request_ip(request),
         username=user.username,
     )
     await _revoke(node, user_id)
