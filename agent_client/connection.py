@@ -30,6 +30,7 @@ import socketio
 from orchestra.codec import ALGORITHMS, compress, decompress, envelope
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
+from orchestra.sio_packet import FastPacket
 
 __all__ = [
     "NAMESPACE",
@@ -234,6 +235,7 @@ class AgentConnection:
             handle_sigint=False,  # the daemon handles signals
             logger=False,
             engineio_logger=False,
+            serializer=FastPacket,
         )
 
         async def on_disconnect(*_: Any) -> None:

@@ -26,6 +26,7 @@ from agent_client.workdirs import allowed_roots
 from agent_client.workers import discover, load_workers
 from orchestra.aio import cancel_and_wait
 from orchestra.codec import now_iso
+from orchestra.loop_watch import LoopWatch, settle_heap
 from orchestra.settings import Settings, SettingsError
 
 __all__ = ["AgentDaemon", "agent_version", "run_agent"]
@@ -73,8 +74,13 @@ class AgentDaemon:
     async def run(self) -> None:
         """Run until cancelled, `request_stop`, SIGINT or SIGTERM; then shut down cleanly."""
         installed = self._install_signal_handlers()
+        watch = None
+        if self.settings.loop_stall_warn_ms:
+            watch = LoopWatch(self.settings.loop_stall_warn_ms / 1000)
+            await watch.start()
         await self._find_tools()
         self.tasks.restore()
+        settle_heap()  # what the start made lives as long as the daemon
         connection = asyncio.create_task(self.connection.run(), name="agent-connection")
         heartbeat = asyncio.create_task(self._heartbeats(), name="agent-heartbeat")
         log.info("agent %s starting, gateway %s", self.settings.agent_id, self.settings.server_url)
@@ -90,6 +96,8 @@ class AgentDaemon:
                 await cancel_and_wait(task)
             await self.connection.close()
             self._remove_signal_handlers(installed)
+            if watch is not None:
+                await watch.stop()
             log.info("agent %s stopped", self.settings.agent_id)
 
     def request_stop(self) -> None:

@@ -26,7 +26,6 @@ from orchestra.codec import json_size
 from orchestra.protocol.agent import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 
 __all__ = [
-    "LINGER_S",
     "MAX_BATCH_ITEMS",
     "MAX_IN_FLIGHT",
     "MAX_IN_FLIGHT_FRAMES",
@@ -38,13 +37,15 @@ __all__ = [
 # Frames sent and not yet acknowledged. Without a cap, a worker printing faster than the
 # gateway stores queues thousands of events on the socket, and everything behind them waits
 # too: heartbeats, command acks, and the websocket's pong, whose timeout then drops the
-# connection. The gateway handles one socket's events one after another: a few frames in
-# flight keep it busy; batches (512 items, 512 KiB at most each) keep the bytes bounded.
-MAX_IN_FLIGHT_FRAMES = 4
+# connection. The gateway handles one socket's events one after another, so one frame in
+# flight keeps it as busy as several would; and what the worker prints while a frame is
+# in flight goes in the next one, whose size follows the rate by itself (a line alone when
+# the worker is slow, 512 items when it is fast). Measured (benchmarks/throughput.py,
+# paced at 13,000 lines/s): 4 frames in flight, p99 176 ms end to end; 1 frame, 33 ms;
+# the same burst rate either way.
+MAX_IN_FLIGHT_FRAMES = 1
 # Single items (to a gateway that refused batches) sent ahead of the acknowledged mark.
 MAX_IN_FLIGHT = 256
-# How long the next frame waits for more lines while another is in flight.
-LINGER_S = 0.002
 
 # What a batch frame adds around its items, at most: the envelope (id, timestamp, source,
 # version), the ids, seq and `items` (task ids are at most 128 characters, each of which

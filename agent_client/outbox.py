@@ -4,7 +4,7 @@ A task sends two kinds of events:
 
 - output items (`task:stream`, `worker:output`), numbered by `seq`, spooled to disk before
   they are sent, and sent pipelined in frames (`agent_client/frames.py`): what the worker
-  printed since the last frame goes as one batch (PROTOCOL.md §5, 1.1), a few frames in
+  printed since the last frame goes as one batch (PROTOCOL.md §5, 1.1), one frame in
   flight, each frame's ack (`{persistedSeq}`) moving the acknowledged mark forward;
 - control events (`task:accepted`, `worker:status`, `task:result`, `task:rejected`, ...),
   each sent once everything before it is acknowledged, and awaited.
@@ -18,12 +18,10 @@ epoch) it starts again from the acknowledged mark, so everything unacknowledged 
 again, in seq order, before anything new; the gateway drops the seqs it already has.
 
 Batches cost no latency: an outbox with nothing in flight sends a lone line at once (as a
-1.0 frame). Only while a frame is in flight does it linger, `LINGER_S` at most, for more
-lines to join the next frame; and once the frames in flight reach their cap, what the
-worker prints meanwhile piles up for the next frame anyway. A gateway that refuses a batch
-with PARAM_001 (one from before batches cannot read `items`) gets single items, one per
-frame as before, for the rest of that connection: nothing is lost, the refused frame's
-items are sent again one by one.
+1.0 frame); what the worker prints while a frame is in flight piles up for the next. A
+gateway that refuses a batch with PARAM_001 (one from before batches cannot read `items`)
+gets single items, one per frame as before, for the rest of that connection: nothing is
+lost, the refused frame's items are sent again one by one.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from agent_client.connection import LinkDown, response_error
-from agent_client.frames import LINGER_S, MAX_BATCH_ITEMS, Frame, FrameWindow, next_frame
+from agent_client.frames import Frame, FrameWindow, next_frame
 from agent_client.spool import FinalEvents, Spool
 from orchestra.aio import cancel_and_wait
 
@@ -239,7 +237,6 @@ class TaskOutbox:
         """Send the items the next control event does not hold back, in frames; returns the
         last seq sent."""
         window = self._window
-        lingered = False
         while True:
             if self._rewind_at is not None:
                 return sent  # backing off: what is unacknowledged goes again at the rewind
@@ -249,18 +246,13 @@ class TaskOutbox:
             limit = head.after_seq if head is not None else self.spool.last_seq
             if sent >= limit or window.full(sent, self.spool.persisted_seq):
                 return sent  # new output, or an ack, wakes the pump
-            if window.batches and window.busy and not lingered and limit - sent < MAX_BATCH_ITEMS:
-                # A frame is in flight: a moment for more lines to join the next one.
-                lingered = True
-                await asyncio.sleep(LINGER_S)
-                continue
             if sent == self.spool.persisted_seq:
                 self._progress_at = time.monotonic()  # the ack clock starts now
+            self.spool.flush()  # what goes out is on file first
             frame = next_frame(self.spool, sent + 1, limit, batches=window.batches)
             on_ack = partial(self._on_ack, window.opened(), frame, window.epoch)
             await session.emit(frame.event, frame.payload, on_ack)
             sent = frame.last_seq
-            lingered = False
 
     async def _send_control(self, session: Sender, control: _Control) -> bool:
         """Send one control event and wait for its ack; True once it needs no more tries."""

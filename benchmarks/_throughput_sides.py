@@ -38,6 +38,8 @@ async def orchestra_side(root: Path, args: argparse.Namespace) -> AsyncIterator[
             "ORCHESTRA_AGENT_RATE_LIMIT_PER_S": "1000000",
             "ORCHESTRA_AGENT_RATE_LIMIT_BURST": "1000000",
         }
+        if args.loop_watch_ms:
+            deployment.extra_env["ORCHESTRA_LOOP_STALL_WARN_MS"] = str(args.loop_watch_ms)
         deployment.root.mkdir(parents=True)
         control = socketio.AsyncClient(reconnection=False)
         try:

@@ -237,6 +237,13 @@ async def main() -> None:
         help="what Orchestra's watchers list in their handshake (default: nothing, as a "
         "browser; frames larger than the gateway's threshold then come compressed)",
     )
+    parser.add_argument(
+        "--loop-watch-ms",
+        type=int,
+        default=0,
+        help="the gateway and the agent log a warning, with the stack, when their event loop "
+        "is held longer than this (0: not watched)",
+    )
     args = parser.parse_args()
     if args.line_bytes < 32:
         parser.error("--line-bytes must leave room for the seq and the time stamp (32 or more)")

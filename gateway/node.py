@@ -36,6 +36,7 @@ from gateway.sockets.web import WebNamespace
 from gateway.webhooks import WebhookDispatcher
 from orchestra import keys
 from orchestra.db import Store
+from orchestra.loop_watch import LoopWatch, settle_heap
 from orchestra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class Node:
             async_handlers=False,
         )
         self.transport_limit = transport_limit
+        self.loop_watch = (
+            LoopWatch(settings.loop_stall_warn_ms / 1000) if settings.loop_stall_warn_ms else None
+        )
         self.outlet = SocketOutlet(self.sio, self.redis)
         env = ActorEnv(
             redis=self.redis,
@@ -138,12 +142,15 @@ class Node:
         self.credentials.on_revoked(self.agents.revoked, self.agents.recheck)
 
     async def start(self) -> None:
+        if self.loop_watch is not None:
+            await self.loop_watch.start()
         await self.store.open()
         await self.credentials.start()
         await self.system.start()
         await self.socket_caps.start()
         await self.jobs.start()
         await self.webhooks.start()
+        settle_heap()  # after the start, whose objects live as long as the node
         log.info(
             "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
         )
@@ -156,6 +163,8 @@ class Node:
         await self.system.stop()
         await self.store.close()
         await self.redis.aclose()
+        if self.loop_watch is not None:
+            await self.loop_watch.stop()
 
     async def verify_agent(self, auth: Any) -> tuple[str, int]:
         return await verify_agent_handshake(

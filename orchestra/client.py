@@ -40,6 +40,7 @@ from orchestra.aio import cancel_and_wait
 from orchestra.codec import ALGORITHMS, new_id, parse_event_id
 from orchestra.errors import ConnectionTimeout, OrchestraError, from_info
 from orchestra.frames import FRAME_EVENT, decoded, unpack_frame
+from orchestra.sio_packet import FastPacket
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class Client:
         self.state: State = "connecting"
         # Our own reconnection (it rejoins sessions); and Ctrl-C is the application's to
         # handle, not a reason for python-socketio to cancel every task in the process.
-        self._sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        self._sio = socketio.AsyncClient(
+            reconnection=False, handle_sigint=False, serializer=FastPacket
+        )
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._last: dict[str, str | None] = {}  # session -> last eventId yielded
         self._epochs: dict[str, str] = {}

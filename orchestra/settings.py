@@ -130,6 +130,8 @@ class Settings(BaseModel):
     permission_timeout_s: float = Field(1800.0, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"
+    # Warn (with the stack) when the event loop is held longer than this; 0: no watch.
+    loop_stall_warn_ms: int = Field(0, ge=0)
 
     # Agents (both sides use the heartbeat figures)
     heartbeat_interval_s: float = Field(10.0, gt=0)

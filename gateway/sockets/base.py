@@ -107,9 +107,12 @@ class BaseNamespace(socketio.AsyncNamespace):
         payload = compress(
             payload, self._accepts.get(sid, ()), self.settings.compression_threshold_bytes
         )
-        await self.node.sio.emit(
-            event, payload, to=sid, namespace=self.namespace, ignore_queue=True, **kwargs
-        )
+        if kwargs:
+            await self.node.sio.emit(
+                event, payload, to=sid, namespace=self.namespace, ignore_queue=True, **kwargs
+            )
+        else:
+            await self.node.sio.send_local([sid], self.namespace, event, payload)
 
     async def send_shared(self, sids: Sequence[str], event: str, data: dict[str, Any]) -> None:
         """`send` to several local sockets at once: one envelope, one compression for each
@@ -120,12 +123,11 @@ class BaseNamespace(socketio.AsyncNamespace):
         for sid in sids:
             groups.setdefault(frozenset(self._accepts.get(sid, ())), []).append(sid)
         for accepted, group in groups.items():
-            await self.node.sio.emit(
+            await self.node.sio.send_local(
+                group,
+                self.namespace,
                 event,
                 compress(payload, accepted, self.settings.compression_threshold_bytes),
-                to=group[0] if len(group) == 1 else group,
-                namespace=self.namespace,
-                ignore_queue=True,
             )
 
     def remember_compression(self, sid: str, auth: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import socketio
@@ -96,6 +97,17 @@ class Server(socketio.AsyncServer):
                 _describe(exc),
             )
             await self.eio.disconnect(eio_sid)
+
+    async def send_local(self, sids: Sequence[str], namespace: str, event: str, data: Any) -> None:
+        """`emit` to sockets of this node, without python-socketio's task per recipient and
+        wait for them all (more than the encoding itself costs for one small event): the
+        packet is encoded once and queued to each socket in turn, in order. A socket that
+        is gone is skipped."""
+        encoded = self.packet_class(packet.EVENT, namespace=namespace, data=[event, data]).encode()
+        for sid in sids:
+            eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+            if eio_sid is not None and eio_sid in self.eio.sockets:
+                await self.eio.send(eio_sid, encoded)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if not (isinstance(data, list) and data and isinstance(data[0], str)):

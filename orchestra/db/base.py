@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Table, event, inspect, text, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.engine import URL, make_url
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from orchestra import errors
+from orchestra import errors, strict_json
 from orchestra.db.models import MODELS
 from orchestra.files import make_private_dir, secure_sqlite_file
 
@@ -262,7 +263,15 @@ def _make_engine(url: URL, backend: str) -> AsyncEngine:
     """The async engine for ``url``, with the per-database settings the store relies on."""
     # hide_parameters: error messages and logs must never carry a secret or a password hash.
     # pre-ping (PostgreSQL): a server restart must not hand out dead pooled connections.
-    engine = create_async_engine(url, hide_parameters=True, pool_pre_ping=backend == "postgresql")
+    # JSON columns (archived events, mostly) through orjson: the standard library's codec
+    # cost more than the insert itself when a trim archives a page of events.
+    engine = create_async_engine(
+        url,
+        hide_parameters=True,
+        pool_pre_ping=backend == "postgresql",
+        json_serializer=strict_json.dumps,
+        json_deserializer=orjson.loads,
+    )
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine

@@ -7,6 +7,7 @@ gets every line anyway, one per frame."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +160,13 @@ async def test_a_lone_line_goes_at_once_and_lines_meanwhile_go_as_one_batch(spoo
         event, first = gateway.frames[0]
         assert (event, first["seq"], first["type"]) == ("task:stream", 1, "stdout")
         assert "items" not in first  # a 1.0 frame: any gateway takes it
+        on_disk = [json.loads(text) for text in spool.path.read_text().splitlines()]
+        assert on_disk[-1]["seq"] == 1, "flushed to the spool file before it was sent"
         for n in range(2, 12):
             outbox.output("task:stream", line(n))
+        await asyncio.sleep(0.05)
+        assert len(gateway.frames) == 1, "nothing more while a frame is in flight"
+        gateway.release()
         await eventually(lambda: len(gateway.frames) == 2, what="the batch")
         await asyncio.sleep(0.05)
         assert len(gateway.frames) == 2, "one frame for the ten lines printed meanwhile"
@@ -246,7 +252,7 @@ async def test_frames_in_flight_are_capped_and_sent_again_after_a_reconnect(
     try:
         for n in range(1, 40):
             outbox.output("task:stream", line(n))
-            await asyncio.sleep(0.01)  # slower than the linger: one frame each
+            await asyncio.sleep(0.01)  # output that keeps coming while a frame is in flight
         await eventually(lambda: len(gateway.frames) == MAX_IN_FLIGHT_FRAMES, what="frames")
         await asyncio.sleep(0.05)
         assert len(gateway.frames) == MAX_IN_FLIGHT_FRAMES, "no more until an ack"

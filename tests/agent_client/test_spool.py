@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_client.spool import Spool, file_name
+from agent_client.spool import COMPACT_AFTER, Spool, file_name
 
 _create, _load = Spool.create, Spool.load
 _OPEN: list[Spool] = []
@@ -47,9 +47,10 @@ def test_append_numbers_items_from_one(tmp_path: Path) -> None:
     assert spool.get(2).payload["data"] == "line 2"
 
 
-def test_items_are_on_disk_before_anything_else(tmp_path: Path) -> None:
+def test_items_are_on_disk_once_flushed(tmp_path: Path) -> None:
     spool = Spool.create(tmp_path, "t1")
     spool.append("task:stream", _stream(1))
+    spool.flush()  # the outbox does, before it sends a frame
     lines = [json.loads(line) for line in (tmp_path / "t1.jsonl").read_text().splitlines()]
     assert lines[-1]["k"] == "item" and lines[-1]["seq"] == 1
 
@@ -124,16 +125,18 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
 
 def test_compaction_keeps_what_is_unacked(tmp_path: Path) -> None:
     spool = Spool.create(tmp_path, "t1")
-    for n in range(1, 2001):
+    last = 2 * COMPACT_AFTER
+    for n in range(1, last + 1):
         spool.append("task:stream", _stream(n))
         if n % 2 == 0:
             spool.ack(n - 1)
+    spool.flush()
     path = tmp_path / "t1.jsonl"
-    assert len(path.read_text().splitlines()) < 1000  # rewritten along the way
+    assert len(path.read_text().splitlines()) < last  # rewritten along the way
     spool.close()
     reopened = Spool.load(path)
-    assert reopened.persisted_seq == 1999
-    assert [i.seq for i in reopened.pending()] == [2000]
+    assert reopened.persisted_seq == last - 1
+    assert [i.seq for i in reopened.pending()] == [last]
 
 
 def test_remove_deletes_the_file(tmp_path: Path) -> None:

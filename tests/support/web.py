@@ -17,6 +17,7 @@ import socketio
 
 from orchestra.client import OTHER_EVENTS, SESSION_EVENTS
 from orchestra.frames import FRAME_EVENT, decoded, unpack_frame
+from orchestra.sio_packet import FastPacket
 from tests.support.processes import http, wait_for
 
 
@@ -40,7 +41,7 @@ class Frame:
 
 class WebClient:
     def __init__(self, *, batch: bool = False) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = socketio.AsyncClient(reconnection=False, serializer=FastPacket)
         self.batch = batch
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.frames: list[Frame] = []
