@@ -6,6 +6,7 @@ messages. Reads of live state come straight from the actors' Redis hashes.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from typing import Any
 
@@ -115,14 +116,26 @@ class Operations:
     ) -> dict[str, Any]:
         if agent_id is not None:
             await self._usable_agent(who, agent_id)
+        sid = await self._new_session(who, title, agent_id)
+        await self._list_session(who, title, agent_id, sid)
+        return await self.session_for(who, sid)
+
+    async def _new_session(self, who: Principal, title: str, agent_id: str | None) -> str:
+        """A new session actor (the agent, if any, checked already); its id."""
         sid = new_id()
         await self.system.ref(session_address(sid)).ask(
             "create", {"ownerId": who.user_id, "title": title, "agentId": agent_id}
         )
-        # The actor writes SQL after its commit, which the answer does not wait for: a
-        # list read right after this answer must find the session all the same.
-        await self.store.ensure_session(who.user_id, title=title, agent_id=agent_id, session_id=sid)
-        return await self.session_for(who, sid)
+        return sid
+
+    async def _list_session(
+        self, who: Principal, title: str, agent_id: str | None, session_id: str
+    ) -> None:
+        """The actor writes SQL after its commit, which its answer does not wait for: a
+        list read right after the gateway's answer must find the session all the same."""
+        await self.store.ensure_session(
+            who.user_id, title=title, agent_id=agent_id, session_id=session_id
+        )
 
     async def start_worker(self, who: Principal, request: WorkerStart) -> dict[str, Any]:
         if request.tool == "custom" and not request.command:
@@ -134,6 +147,7 @@ class Operations:
         # A start sent again with the same taskId (its answer was lost with a gateway) is
         # the same start: it is finished if need be and answered, never run twice.
         earlier = await self.session_of_task(task_id) if request.task_id else None
+        new_session = False
         if earlier is not None:
             if request.session_id not in (None, earlier):
                 raise InvalidParameters("taskId is already in use")
@@ -148,12 +162,13 @@ class Operations:
                     raise InvalidParameters("the session has ended")
                 sid = session["id"]
             else:
-                sid = (await self.create_session(who, agent_id=agent_id))["id"]
+                sid = await self._new_session(who, "", agent_id)
+                new_session = True
             claimed = await self.redis.hsetnx(keys.task_index(), task_id, sid)
             if not claimed and await self.session_of_task(task_id) != sid:
                 raise InvalidParameters("taskId is already in use")
         self._remember(task_id, sid)
-        view = await self.system.ref(task_address(sid, task_id)).ask(
+        created = self.system.ref(task_address(sid, task_id)).ask(
             "create",
             {
                 "ownerId": who.user_id,
@@ -166,6 +181,12 @@ class Operations:
                 "strategy": request.strategy,
             },
         )
+        if new_session:
+            # The session's SQL row is written while the task is created and assigned:
+            # both are done before the answer, neither waits for the other.
+            view, _ = await asyncio.gather(created, self._list_session(who, "", agent_id, sid))
+        else:
+            view = await created
         return {
             "taskId": task_id,
             "sessionId": sid,
@@ -229,8 +250,10 @@ class Operations:
         return record
 
     async def _require_available(self, who: Principal, agent_id: str) -> dict[str, Any]:
-        await self._usable_agent(who, agent_id)
-        state = await self.state(keys.agent(agent_id))
+        # The SQL record (ownership, revocation) and the live state, read at once.
+        _, state = await asyncio.gather(
+            self._usable_agent(who, agent_id), self.state(keys.agent(agent_id))
+        )
         status = agent_status(state) if state else "offline"
         if status != "online":
             raise AgentNotAvailable(f"agent is {status}", {"agentId": agent_id})
