@@ -32,6 +32,8 @@ from redis.asyncio import Redis
 from actors import Address
 from actors.messages import Message
 from orchestra import keys
+from orchestra.aio import cancel_and_wait
+from orchestra.codec import now_iso
 from orchestra.redis_server import RedisServer
 from tests.support.processes import Deployment
 from tests.support.web import WebClient, login
@@ -129,6 +131,7 @@ async def start_to_assign(root: Path, starts: int) -> list[float]:
                 },
                 namespace="/agent",
             )
+            heartbeats = asyncio.create_task(_heartbeats(agent, agent_id))
             web = WebClient()
             await web.connect(gateway.url, await login(gateway.url, "bench", "bench-password"))
             latencies = []
@@ -143,10 +146,26 @@ async def start_to_assign(root: Path, starts: int) -> list[float]:
                     arrival.clear()
                 latencies.append((arrived[answer["taskId"]] - sent) * 1000)
             await web.close()
+            await cancel_and_wait(heartbeats)
             await agent.disconnect()
             return latencies
         finally:
             deployment.stop_all()
+
+
+async def _heartbeats(agent: socketio.AsyncClient, agent_id: str) -> None:
+    """What a real agent sends, so that a long run does not find its agent gone silent."""
+    while True:
+        await agent.emit(
+            "agent:heartbeat",
+            {
+                "agentId": agent_id,
+                "timestamp": now_iso(),
+                "systemInfo": {"cpu": 0.0, "memory": 0.0, "disk": 0.0},
+            },
+            namespace="/agent",
+        )
+        await asyncio.sleep(1.0)
 
 
 async def takeover(root: Path, lease_ttl_s: float) -> float:

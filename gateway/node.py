@@ -98,7 +98,7 @@ class Node:
             outlet=self.outlet,
         )
         self.system = ActorSystem(env, dict(KINDS))
-        self.ops = Operations(self.redis, self.store, self.system)
+        self.ops = Operations(self.redis, self.store, self.system, self.credentials)
         self.web = WebNamespace(WEB, self)
         self.agents = AgentNamespace(AGENT, self)
         self.history = History(self.redis, self.store)

@@ -18,6 +18,7 @@ from actors.values import read_state, read_states, text
 from actors.views import agent_status, agent_view, session_view
 from gateway.ai_configs import resolve_ai_config
 from gateway.auth import Principal
+from gateway.revocation import Credentials
 from orchestra import keys
 from orchestra.codec import new_id
 from orchestra.db import Store
@@ -31,12 +32,17 @@ _NOT_YOURS = "not yours, or no such thing"
 class Operations:
     """The gateway's use cases, independent of the transport that asked for them."""
 
-    def __init__(self, redis: Redis, store: Store, system: ActorSystem) -> None:
+    def __init__(
+        self, redis: Redis, store: Store, system: ActorSystem, credentials: Credentials
+    ) -> None:
         self.redis = redis
         self.store = store
         self.system = system
+        self.credentials = credentials
         self.settings = system.settings
         self._task_sessions: dict[str, str] = {}  # taskId -> sessionId, never changes
+        # agentId -> (credential version, owner, revoked) as SQL had them at that version
+        self._agents: dict[str, tuple[int, str, bool]] = {}
 
     # -- reads -------------------------------------------------------------------------
 
@@ -241,13 +247,26 @@ class Operations:
 
     # -- agents ------------------------------------------------------------------------
 
-    async def _usable_agent(self, who: Principal, agent_id: str) -> Any:
-        record = await self.store.get_agent(agent_id)
-        if record is None or record.revoked:
+    async def _usable_agent(self, who: Principal, agent_id: str) -> None:
+        """AGENT_001 for an unknown or revoked agent, AUTH_002 for someone else's.
+
+        An agent's owner never changes and a revocation is for good, and every revocation
+        raises the agent's credential version on every node at once (`Credentials`): so
+        the SQL record, read once, holds for as long as the version it was read at."""
+        version = await self.credentials.version("agent", agent_id)
+        known = self._agents.get(agent_id)
+        if known is None or known[0] != version:
+            record = await self.store.get_agent(agent_id)
+            if record is None:
+                raise AgentNotAvailable("unknown agent")
+            if len(self._agents) >= _CACHE_LIMIT:
+                self._agents.clear()
+            known = self._agents[agent_id] = (version, record.owner_id, record.revoked)
+        _, owner_id, revoked = known
+        if revoked:
             raise AgentNotAvailable("unknown agent")
-        if not (who.is_admin or record.owner_id == who.user_id):
+        if not (who.is_admin or owner_id == who.user_id):
             raise Forbidden("this agent belongs to someone else")
-        return record
 
     async def _require_available(self, who: Principal, agent_id: str) -> dict[str, Any]:
         # The SQL record (ownership, revocation) and the live state, read at once.
