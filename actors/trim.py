@@ -28,9 +28,9 @@ from orchestra.codec import from_json
 
 TRIMMED_TO = "trimmedTo"  # the session state field
 #: entries archived per turn: a large backlog is many small turns, not one giant. Each
-#: turn holds the event loop while it decodes and binds its page (about 10 ms for 250 on
-#: the development machine), so pages stay small enough not to stall the node's sockets.
-PAGE = 250
+#: turn holds the event loop while it reads its page from the stream (the rows go to the
+#: database as the stream holds them), so pages stay small enough not to stall the node.
+PAGE = 500
 
 
 async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
@@ -60,7 +60,11 @@ async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
     return len(entries)
 
 
-def _payload(raw: str | None) -> dict[str, Any]:
-    """The event's data as the stream holds it; `eventId` is added by whoever reads it."""
-    data = from_json(raw or "{}")
+def _payload(raw: str | None) -> dict[str, Any] | str:
+    """The event's data as the stream holds it (the JSON text of an object, stored as it
+    is); `eventId` is added by whoever reads it."""
+    text = raw or "{}"
+    if text.startswith("{"):
+        return text
+    data = from_json(text)
     return data if isinstance(data, dict) else {"value": data}

@@ -133,7 +133,10 @@ class TaskOutbox:
                 log.warning("task %s: output after the task's end is dropped", self.task_id)
             return
         self.spool.append(event, self._ids | fields)
-        self._wake.set()
+        if not (self._window.batches and self._window.busy):
+            # While a frame is in flight the pump could send nothing more: its ack wakes
+            # it (a worker printing 10,000 lines a second would wake it for each one).
+            self._wake.set()
 
     def control(
         self,
