@@ -1,7 +1,7 @@
 """How actors and namespaces reach sockets on any node (python-socketio's Redis manager).
 
 Commands to an agent go to the room `agent:<id>`, which lives on whichever node holds the
-agent's socket. The agent's ack carries the commandId: acknowledged commands leave the
+agent's socket. The agent's ack carries the commandId: an acknowledged command leaves the
 outbox, and what is not acknowledged goes out again when the agent registers.
 """
 
@@ -67,9 +67,9 @@ class SocketOutlet:
             ack = answer[0] if answer else None
             command_id = ack.get("commandId") if isinstance(ack, dict) else None
             if isinstance(command_id, int) and not isinstance(command_id, bool) and command_id > 0:
-                # Everything up to it has been taken: the agent takes commands in order.
-                await self.redis.xtrim(
-                    keys.agent_outbox(agent_id), minid=f"0-{command_id + 1}", approximate=False
-                )
+                # That command, and only it, has been taken: commands written by different
+                # actors may be pushed, and so acknowledged, out of their order, and one
+                # still on its way must stay to be sent again if it is lost.
+                await self.redis.xdel(keys.agent_outbox(agent_id), f"0-{command_id}")
 
         return acknowledged

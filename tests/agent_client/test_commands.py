@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent_client.commands import CommandLog
+from agent_client.commands import WINDOW, CommandLog
 
 
 def _temp_files(directory: Path) -> list[Path]:
@@ -64,10 +64,45 @@ async def test_a_failing_command_is_still_taken(tmp_path: Path) -> None:
         raise RuntimeError("bug")
 
     assert await log.take(5, broken) == {"commandId": 5}
-    assert CommandLog(tmp_path / "last-command-id").last == 5
+    assert CommandLog(tmp_path / "last-command-id").taken(5)  # not run again when re-sent
 
 
 def test_an_unreadable_mark_starts_from_zero(tmp_path: Path) -> None:
     path = tmp_path / "last-command-id"
     path.write_text("garbage")
     assert CommandLog(path).last == 0
+
+
+async def test_a_lower_command_arriving_late_is_still_taken(tmp_path: Path) -> None:
+    """Commands for different tasks may be pushed out of their order: the assign numbered 7
+    arriving after the one numbered 8 must still start its worker."""
+    path = tmp_path / "last-command-id"
+    handled: list[int] = []
+
+    async def act(n: int) -> None:
+        handled.append(n)
+
+    log = CommandLog(path)
+    for n in (1, 2, 3, 4, 5, 6, 8):
+        await log.take(n, lambda n=n: act(n))
+    assert log.last == 6  # reported at registration: the gateway sends again what is after
+    restarted = CommandLog(path)
+    assert await restarted.take(8, lambda: act(8)) == {"commandId": 8}  # a re-send
+    assert await restarted.take(7, lambda: act(7)) == {"commandId": 7}  # late, not lost
+    assert handled == [1, 2, 3, 4, 5, 6, 8, 7]
+    assert restarted.last == 8 and path.read_text().strip() == "8"
+
+
+async def test_a_gap_that_never_fills_is_given_up_after_the_window(tmp_path: Path) -> None:
+    """A state folder made anew meets ids far above 1: what lies more than WINDOW below the
+    newest id taken is counted as taken, so the record stays small."""
+    path = tmp_path / "last-command-id"
+    log = CommandLog(path)
+
+    async def nothing() -> None:
+        return None
+
+    for n in range(500, 500 + WINDOW + 10):
+        await log.take(n, nothing)
+    assert log.last == 500 + WINDOW + 9
+    assert len(path.read_text().split()) == 1
