@@ -50,6 +50,10 @@ FRAME_MAX_BYTES = 512 * 1024
 
 _GATHER_S = 0.002
 _PAGE = 1000
+#: How long one read of an idle session's stream waits. Well under redis-py's socket
+#: timeout (5 s by default in the redis-py we use), which otherwise ends each idle wait with a
+#: timeout error, a dropped connection and a warning.
+_IDLE_WAIT_MS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,9 @@ class SessionFeed:
         delay_s = 0.1
         while True:
             try:
-                events = await self.history.follow(session_id, cursor, _PAGE, block_ms=5000)
+                events = await self.history.follow(
+                    session_id, cursor, _PAGE, block_ms=_IDLE_WAIT_MS
+                )
                 delay_s = 0.1
             except (RedisError, OrchestraError) as exc:  # OrchestraError: the SQL archive
                 log.warning("feed of session %s: %s; retrying in %.1f s", session_id, exc, delay_s)
