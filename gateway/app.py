@@ -9,6 +9,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from gateway.audit import request_ip
+from gateway.console_site import add_console
 from gateway.node import Node
 from gateway.responses import http_error
 from gateway.rest import BLUEPRINTS
@@ -36,6 +37,7 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     node.sio.attach(app)
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
+    add_console(app)
 
     @app.before_server_start
     async def start_node(app: Sanic) -> None:

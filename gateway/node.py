@@ -31,7 +31,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.revocation import Credentials
 from gateway.socket_caps import SocketCaps
 from gateway.sockets.agent import AgentNamespace
-from gateway.sockets.server import Server
+from gateway.sockets.server import Server, origin_check
 from gateway.sockets.web import WebNamespace
 from gateway.webhooks import WebhookDispatcher
 from orchestra import keys
@@ -74,9 +74,9 @@ class Node:
             client_manager=socketio.AsyncRedisManager(
                 settings.redis_url, channel=keys.socketio_channel()
             ),
-            # None: the gateway's own origin only. "*" only if the user listed it (the
-            # production profile refuses that).
-            cors_allowed_origins=list(settings.allowed_origins) or None,
+            # The gateway's own origin (its console) and those listed; "*" only if the
+            # user listed it (the production profile refuses that).
+            cors_allowed_origins=origin_check(settings.allowed_origins),
             transports=list(settings.transports),
             max_http_buffer_size=transport_limit,
             ping_interval=25,

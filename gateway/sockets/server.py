@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import socketio
@@ -143,6 +143,31 @@ def reserved_refusal(event: str) -> InvalidParameters | None:
     if event == _RESERVED:
         return InvalidParameters("a reserved Socket.IO event name may not be sent")
     return None
+
+
+def origin_check(allowed: Sequence[str]) -> Callable[[str | None, dict[str, Any]], bool] | str:
+    """Engine.IO's origin check: a browser page may open sockets from the gateway's own
+    origin (the console it serves) and from the origins listed (`allowed_origins`); "*"
+    listed allows any. A client that sends no Origin (not a browser) is not checked."""
+    if "*" in allowed:
+        return "*"
+    listed = frozenset(allowed)
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None or origin in listed:
+            return True
+        host = environ.get("HTTP_HOST")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        own = {f"{scheme}://{host}"} if host else set()
+        forwarded_host = environ.get("HTTP_X_FORWARDED_HOST", host)
+        forwarded_proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme)
+        if forwarded_host:
+            own.add(
+                f"{forwarded_proto.split(',')[0].strip()}://{forwarded_host.split(',')[0].strip()}"
+            )
+        return origin in own
+
+    return check
 
 
 def _describe(exc: Exception) -> str:

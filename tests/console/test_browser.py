@@ -1,0 +1,86 @@
+"""The console in a real browser (Debian's Chromium driven by Playwright) against a real
+gateway, Redis and agent daemon: sign in, start a worker, see its lines, type to it.
+
+Screenshots of each step go to `test-artifacts/console/` (CI keeps them)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.conftest import needs_chromium
+from tests.support.running import PASSWORD, Running
+
+WORKER = Path(__file__).parents[1] / "e2e" / "echo_worker.py"
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "console"
+
+pytestmark = [pytest.mark.sqlite_only, needs_chromium]
+
+
+async def _signed_in(browser: Any, running: Running, **context: object) -> tuple[object, list[str]]:
+    """A page of the console, signed in as alice; and the errors its console reports."""
+    page = await (await browser.new_context(**context)).new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(running.gateway.url + "/")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("status").filter(has_text="connected").wait_for()
+    return page, errors
+
+
+async def test_sign_in_start_a_worker_see_its_lines_and_type_to_it(
+    browser: Any, running: Running, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page, errors = await _signed_in(browser, running)
+    await page.screenshot(path=str(ARTIFACTS / "1-start-form.png"), full_page=True)
+
+    await page.get_by_label("Agent").select_option(label="box (online)")
+    await page.get_by_label("Tool").select_option("custom")
+    await page.get_by_label("Working directory").fill(str(tmp_path))
+    await page.get_by_label("Command").fill(f"{sys.executable} {WORKER}")
+    await page.get_by_role("button", name="Start").click()
+
+    log = page.get_by_role("log")
+    await log.get_by_text("worker: waiting for 2 lines").wait_for()
+    assert "#/s/" in page.url
+    box = page.get_by_label("Input to the worker")
+    await box.fill("hello")
+    await box.press("Enter")
+    await log.get_by_text("echo 1: hello").wait_for()
+    await box.fill("world")
+    await box.press("Enter")
+    await log.get_by_text("echo 2: world").wait_for()
+    await log.get_by_text("worker: bye").wait_for()
+    await log.get_by_text("done in").wait_for()
+    await page.screenshot(path=str(ARTIFACTS / "2-session.png"), full_page=True)
+
+    # Every line once, in order (stdout and stderr are two pipes: each in its own order).
+    assert await log.locator("pre.line.stdout").all_inner_texts() == [
+        "worker: started",
+        "worker: waiting for 2 lines",
+        "echo 1: hello",
+        "echo 2: world",
+        "worker: bye",
+    ]
+    assert await log.locator("pre.line.stderr").all_inner_texts() == ["worker: done"]
+    # The session is in the list; the page reported no error on its console.
+    assert await page.get_by_role("navigation", name="Sessions").get_by_role("link").count() >= 3
+    assert errors == []
+
+
+async def test_the_console_fits_a_375_px_wide_screen(browser: Any, running: Running) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page, errors = await _signed_in(browser, running, viewport={"width": 375, "height": 740})
+    await page.goto(running.gateway.url + "/#/agents")
+    await page.get_by_role("heading", name="Agents").wait_for()
+    await page.screenshot(path=str(ARTIFACTS / "3-agents-375px.png"), full_page=True)
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"the page is {width} px wide: something is cut off"
+    assert errors == []
