@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.support.running import PASSWORD, Running
+
 playwright_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = os.environ.get("ORCHESTRA_TEST_CHROMIUM") or shutil.which("chromium") or ""
@@ -25,3 +27,18 @@ async def browser() -> AsyncIterator[Any]:
             yield chromium
         finally:
             await chromium.close()
+
+
+async def signed_in(browser: Any, running: Running, **context: Any) -> tuple[Any, list[str]]:
+    """A page of the console in a context of its own, signed in as alice and connected;
+    and the errors its console reports, as they come."""
+    page = await (await browser.new_context(**context)).new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(running.gateway.url + "/")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("status").filter(has_text="connected").wait_for()
+    return page, errors

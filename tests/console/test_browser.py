@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.console.conftest import needs_chromium
-from tests.support.running import PASSWORD, Running
+from tests.console.conftest import needs_chromium, signed_in
+from tests.support.running import Running
 
 WORKER = Path(__file__).parents[1] / "e2e" / "echo_worker.py"
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "console"
@@ -20,25 +20,11 @@ ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "console"
 pytestmark = [pytest.mark.sqlite_only, needs_chromium]
 
 
-async def _signed_in(browser: Any, running: Running, **context: object) -> tuple[object, list[str]]:
-    """A page of the console, signed in as alice; and the errors its console reports."""
-    page = await (await browser.new_context(**context)).new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(running.gateway.url + "/")
-    await page.get_by_label("Username").fill("alice")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("status").filter(has_text="connected").wait_for()
-    return page, errors
-
-
 async def test_sign_in_start_a_worker_see_its_lines_and_type_to_it(
     browser: Any, running: Running, tmp_path: Path
 ) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page, errors = await _signed_in(browser, running)
+    page, errors = await signed_in(browser, running)
     await page.screenshot(path=str(ARTIFACTS / "1-start-form.png"), full_page=True)
 
     await page.get_by_label("Agent").select_option(label="box (online)")
@@ -77,7 +63,7 @@ async def test_sign_in_start_a_worker_see_its_lines_and_type_to_it(
 
 async def test_the_console_fits_a_375_px_wide_screen(browser: Any, running: Running) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page, errors = await _signed_in(browser, running, viewport={"width": 375, "height": 740})
+    page, errors = await signed_in(browser, running, viewport={"width": 375, "height": 740})
     await page.goto(running.gateway.url + "/#/agents")
     await page.get_by_role("heading", name="Agents").wait_for()
     await page.screenshot(path=str(ARTIFACTS / "3-agents-375px.png"), full_page=True)
