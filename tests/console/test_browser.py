@@ -5,6 +5,9 @@ Screenshots of each step go to `test-artifacts/console/` (CI keeps them)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,4 +72,59 @@ async def test_the_console_fits_a_375_px_wide_screen(browser: Any, running: Runn
     await page.screenshot(path=str(ARTIFACTS / "3-agents-375px.png"), full_page=True)
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the page is {width} px wide: something is cut off"
+    assert errors == []
+
+
+async def test_interrupt_from_the_page_reaches_the_worker(
+    browser: Any, running: Running, tmp_path: Path
+) -> None:
+    page, errors = await signed_in(browser, running)
+    program = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('working', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    script = tmp_path / "interruptible.py"
+    script.write_text(program)
+    await page.get_by_label("Agent").select_option(label="box (online)")
+    await page.get_by_label("Working directory").fill(str(tmp_path))
+    await page.get_by_label("Command").fill(f"{sys.executable} {script}")
+    await page.get_by_role("button", name="Start").click()
+    log = page.get_by_role("log")
+    await log.get_by_text("working", exact=True).wait_for()
+    await page.get_by_role("button", name="Interrupt").click()
+    await log.get_by_text("interrupted", exact=True).wait_for()
+    # The worker is gone: nothing is left to type to.
+    await page.get_by_placeholder("No worker running").wait_for()
+    assert errors == []
+
+
+async def test_an_agent_created_in_the_page_comes_online_from_the_command_shown(
+    browser: Any, running: Running, tmp_path: Path
+) -> None:
+    page, errors = await signed_in(browser, running)
+    await page.goto(running.gateway.url + "/#/agents")
+    await page.get_by_label("New agent").fill("desk")
+    await page.get_by_role("button", name="Create").click()
+    shown = await page.locator(".secret pre").inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert "orchestra agent --server" in shown and "--secret-file desk.secret" in shown
+    await page.screenshot(path=str(ARTIFACTS / "5-agent-created.png"), full_page=True)
+    # The lines as a user would paste them on the new machine (here: this one).
+    env = {**running.deployment.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    agent = subprocess.Popen(
+        ["bash", "-c", shown], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        row = page.get_by_role("row").filter(has_text="desk")
+        await row.get_by_text("online").wait_for(timeout=60_000)
+        assert oct((tmp_path / "desk.secret").stat().st_mode & 0o777) == "0o600"
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(timeout=30)
     assert errors == []
