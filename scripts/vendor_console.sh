@@ -28,5 +28,9 @@ Refreshed by \`scripts/vendor_console.sh\` from the npm registry; do not edit by
 |---|---|---|---|
 | \`preact-htm.module.js\` | htm (\`htm/preact/standalone.module.js\`: Preact, its hooks and htm in one module) | $HTM | Apache-2.0 (\`LICENSE.htm\`); Preact is MIT |
 | \`socket.io.esm.min.js\` | socket.io-client (\`dist/socket.io.esm.min.js\`) | $SOCKET_IO_CLIENT | MIT (\`LICENSE.socket.io-client\`) |
+
+\`preact-htm.module.d.ts\` and \`socket.io.esm.min.d.ts\` are ours: the types of what the
+console uses of each, for \`tsc --checkJs\` (\`gateway/console/tsconfig.json\`); the script
+leaves them alone.
 NOTE
 echo "vendored htm $HTM and socket.io-client $SOCKET_IO_CLIENT into $out"

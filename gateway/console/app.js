@@ -51,6 +51,7 @@ function StartForm({ live, agents, started }) {
   const [tool, setTool] = useState("custom");
   const online = agents.filter((a) => a.status !== "offline");
   const chosen = online.find((a) => a.id === agentId);
+  /** @type {string[]} */
   const tools = chosen
     ? chosen.tools.map((/** @type {any} */ t) => t.name)
     : [...new Set(online.flatMap((a) => a.tools.map((/** @type {any} */ t) => t.name)))];
