@@ -1,17 +1,21 @@
 // @ts-check
 /** One session: its events rendered by type, permission cards, the input box, stop. */
-import { html, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
+import { Component, html, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
 import { ansi, markdown, usageText } from "./render.js";
 
-/** The most entries kept on the page; older ones stay in the session's history (REST). */
-const MAX_ENTRIES = 5000;
+/** Entries are kept in blocks: a full block never changes, so it is never rendered again,
+ * and the browser skips laying out the blocks out of view (`content-visibility`). */
+const BLOCK = 200;
+/** The most blocks kept on the page (10,000 entries); older ones stay in the history. */
+const MAX_BLOCKS = 50;
 const ENDED = new Set(["completed", "error", "cancelled", "lost"]);
 
 /** @typedef {{key: string, kind: string, data: any}} Entry */
 
 /** @param {{live: import("./live.js").Live, sessionId: string}} props */
 export function SessionView({ live, sessionId }) {
-  const entries = useRef(/** @type {Entry[]} */ ([]));
+  const blocks = useRef(/** @type {Entry[][]} */ ([[]]));
+  const [dropped, setDropped] = useState(0);
   const tasks = useRef(/** @type {Map<string, string>} */ (new Map()));
   const permissions = useRef(/** @type {Map<string, any>} */ (new Map()));
   const [version, setVersion] = useState(0);
@@ -20,13 +24,22 @@ export function SessionView({ live, sessionId }) {
   const bottom = useRef(/** @type {HTMLElement | null} */ (null));
 
   useEffect(() => {
+    let counter = 0;
     const add = (/** @type {Entry} */ entry) => {
-      entries.current.push(entry);
-      if (entries.current.length > MAX_ENTRIES) entries.current.splice(0, entries.current.length - MAX_ENTRIES);
+      let last = blocks.current[blocks.current.length - 1];
+      if (last.length >= BLOCK) {
+        last = [];
+        blocks.current = [...blocks.current, last];
+        if (blocks.current.length > MAX_BLOCKS) {
+          blocks.current = blocks.current.slice(1);
+          setDropped((n) => n + BLOCK);
+        }
+      }
+      last.push(entry);
     };
     const stop = live.watch(sessionId, (events) => {
       for (const { event, data } of events) {
-        const key = data && data.eventId ? data.eventId : `${event}:${entries.current.length}`;
+        const key = data && data.eventId ? data.eventId : `${event}:${counter++}`;
         if (event === "session:joined") {
           const session = data.session;
           setTitle(session.title || (session.tasks[0] ? `${session.tasks[0].tool} session` : "session"));
@@ -44,7 +57,8 @@ export function SessionView({ live, sessionId }) {
           permissions.current.delete(data.permissionId);
           add({ key, kind: "resolved", data: { ...data, tool: known && known.tool } });
         } else if (event === "task:stream") {
-          add({ key, kind: "line", data });
+          // Only what is shown is kept: a busy worker's lines are most of the page.
+          add({ key, kind: "line", data: { type: data.type, data: data.data } });
         } else if (event === "worker:output") {
           add({ key, kind: `out-${data.type}`, data });
         } else if (event === "task:result") {
@@ -86,7 +100,8 @@ export function SessionView({ live, sessionId }) {
   return html`<section class="session" aria-label="Session">
     <h2>${title}</h2>
     <div class="log" role="log" aria-live="polite">
-      ${entries.current.map((entry) => html`<${EntryView} key=${entry.key} entry=${entry} />`)}
+      ${dropped > 0 && html`<p class="event">${dropped.toLocaleString()} earlier entries are in the session's history.</p>`}
+      ${blocks.current.map((entries) => html`<${Block} key=${entries[0] ? entries[0].key : "empty"} entries=${entries} size=${entries.length} />`)}
       <div ref=${bottom}></div>
     </div>
     ${[...permissions.current.values()].map((p) => html`<${PermissionCard} key=${p.permissionId} p=${p} act=${act} />`)}
@@ -105,6 +120,19 @@ export function SessionView({ live, sessionId }) {
     </form>
     ${error && html`<p class="error" role="alert">${error}</p>`}
   </section>`;
+}
+
+/** A run of entries, rendered again only when it grew. */
+class Block extends Component {
+  /** @param {{entries: Entry[], size: number}} next */
+  shouldComponentUpdate(next) {
+    return next.entries !== this.props.entries || next.size !== this.props.size;
+  }
+
+  render() {
+    const entries = /** @type {Entry[]} */ (this.props.entries);
+    return html`<div class="block">${entries.map((entry) => html`<${EntryView} key=${entry.key} entry=${entry} />`)}</div>`;
+  }
 }
 
 /** @param {{entry: Entry}} props */

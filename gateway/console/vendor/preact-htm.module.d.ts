@@ -8,3 +8,11 @@ export declare function useEffect(effect: () => void | (() => unknown), deps?: r
 export declare function useRef<T>(initial: T): { current: T };
 export declare function useMemo<T>(make: () => T, deps: readonly unknown[]): T;
 export declare function useCallback<T extends (...args: any[]) => any>(fn: T, deps: readonly unknown[]): T;
+export declare class Component<P = any, S = any> {
+  constructor(props?: P);
+  props: P;
+  state: S;
+  setState(state: Partial<S>): void;
+  shouldComponentUpdate?(nextProps: P, nextState: S): boolean;
+  render(): VNode;
+}
