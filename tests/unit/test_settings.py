@@ -286,13 +286,22 @@ def test_development_lists_localhost_origins_and_may_allow_any(env: dict[str, st
 def test_the_socket_server_allows_the_listed_origins_or_only_its_own(env: dict[str, str]) -> None:
     from gateway.node import Node  # the gateway, only for this test
 
-    def cors(settings: Settings) -> object:
-        return Node(settings).sio.eio.cors_allowed_origins
+    own = {"wsgi.url_scheme": "http", "HTTP_HOST": "gateway.example.com:8080"}
+
+    def allows(settings: Settings, origin: str | None) -> bool:
+        check = Node(settings).sio.eio.cors_allowed_origins
+        assert callable(check)
+        return bool(check(origin, own))
 
     listed = Settings.load(production(env, ORCHESTRA_ALLOWED_ORIGINS=CONSOLE))
-    assert cors(listed) == [CONSOLE]
-    # An empty list means the gateway's own origin (None to Engine.IO), never any origin.
-    assert cors(Settings.load(env | {"ORCHESTRA_ALLOWED_ORIGINS": ""})) is None
+    assert allows(listed, CONSOLE)
+    assert allows(listed, "http://gateway.example.com:8080")  # the console it serves
+    assert not allows(listed, "https://evil.example.com")
+    assert allows(listed, None)  # not a browser: no Origin to check
+    # An empty list means the gateway's own origin only, never any origin.
+    none_listed = Settings.load(env | {"ORCHESTRA_ALLOWED_ORIGINS": ""})
+    assert allows(none_listed, "http://gateway.example.com:8080")
+    assert not allows(none_listed, CONSOLE)
 
 
 def test_the_data_folder_is_made_for_its_owner_only(env: dict[str, str], tmp_path: Path) -> None:
