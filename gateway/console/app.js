@@ -4,6 +4,7 @@
  */
 import { html, render, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
 import { ApiError, api, current, login, logout, onAuth } from "./api.js";
+import { Admin } from "./admin.js";
 import { Live } from "./live.js";
 import { SessionView } from "./session.js";
 
@@ -125,6 +126,14 @@ function Agents({ agents, reload }) {
       setError(String(/** @type {any} */ (e).message));
     }
   };
+  const rotate = async (/** @type {any} */ agent) => {
+    if (!confirm(`Give ${agent.name} a new secret? It must restart with it.`)) return;
+    try {
+      setCreated({ name: agent.name, ...(await api("POST", `/api/agents/${agent.id}/rotate-secret`)) });
+    } catch (e) {
+      setError(String(/** @type {any} */ (e).message));
+    }
+  };
   const revoke = async (/** @type {any} */ agent) => {
     if (!confirm(`Revoke ${agent.name}? It can no longer connect.`)) return;
     await api("DELETE", `/api/agents/${agent.id}`).catch((e) => setError(String(e.message)));
@@ -143,7 +152,10 @@ function Agents({ agents, reload }) {
         <td><span class=${`status ${a.status}`}>${a.status}</span></td>
         <td>${a.load ? `${a.load.running}/${a.load.max}` : ""}</td>
         <td>${a.tools.map((/** @type {any} */ t) => t.version ? `${t.name} ${t.version}` : t.name).join(", ")}</td>
-        <td><button class="quiet" onClick=${() => revoke(a)}>Revoke</button></td>
+        <td class="row-actions">
+          <button class="quiet" onClick=${() => rotate(a)}>New secret</button>
+          <button class="quiet" onClick=${() => revoke(a)}>Revoke</button>
+        </td>
       </tr>`)}</tbody>
     </table>
     <form class="inline" onSubmit=${create}>
@@ -159,11 +171,12 @@ function Agents({ agents, reload }) {
   </section>`;
 }
 
-/** @param {{sessions: any[], waiting: Set<string>, active: string}} props */
-function SessionList({ sessions, waiting, active }) {
+/** @param {{sessions: any[], waiting: Set<string>, active: string, admin: boolean}} props */
+function SessionList({ sessions, waiting, active, admin }) {
   return html`<nav class="sessions" aria-label="Sessions">
     <a class="button" href="#/start">Start a worker</a>
     <a href="#/agents">Agents</a>
+    ${admin && html`<a href="#/admin">Admin</a>`}
     <h2>Sessions</h2>
     <ul>${[...sessions].reverse().map((s) => html`<li>
       <a href=${`#/s/${s.id}`} aria-current=${s.id === active ? "page" : undefined}>
@@ -206,6 +219,7 @@ function Console() {
   let main;
   if (sessionId) main = html`<${SessionView} key=${sessionId} live=${live} sessionId=${sessionId} />`;
   else if (hash === "#/agents") main = html`<${Agents} agents=${agents} reload=${() => void sync()} />`;
+  else if (hash === "#/admin" && user.isAdmin) main = html`<${Admin} />`;
   else main = html`<${StartForm} live=${live} agents=${agents} started=${() => void sync()} />`;
   return html`<div class="layout">
     <header>
@@ -216,7 +230,7 @@ function Console() {
       <span class="who">${user.username || ""}</span>
       <button class="quiet" onClick=${() => void logout()}>Sign out</button>
     </header>
-    <${SessionList} sessions=${sessions} waiting=${waiting} active=${sessionId} />
+    <${SessionList} sessions=${sessions} waiting=${waiting} active=${sessionId} admin=${Boolean(user.isAdmin)} />
     <main>${main}</main>
   </div>`;
 }

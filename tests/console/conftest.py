@@ -29,15 +29,18 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def signed_in(browser: Any, running: Running, **context: Any) -> tuple[Any, list[str]]:
-    """A page of the console in a context of its own, signed in as alice and connected;
-    and the errors its console reports, as they come."""
+async def signed_in(
+    browser: Any, running: Running, *, user: str = "alice", **context: Any
+) -> tuple[Any, list[str]]:
+    """A page of the console in a context of its own, signed in (as alice unless `user`
+    says otherwise; every test user has the same password) and connected; and the errors
+    its console reports, as they come."""
     page = await (await browser.new_context(**context)).new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     await page.goto(running.gateway.url + "/")
-    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Username").fill(user)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("status").filter(has_text="connected").wait_for()

@@ -5,6 +5,7 @@ Screenshots of each step go to `test-artifacts/console/` (CI keeps them)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import needs_chromium, signed_in
-from tests.support.running import Running
+from tests.support.processes import http
+from tests.support.running import PASSWORD, Running
 
 WORKER = Path(__file__).parents[1] / "e2e" / "echo_worker.py"
 ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "console"
@@ -124,7 +126,41 @@ async def test_an_agent_created_in_the_page_comes_online_from_the_command_shown(
         row = page.get_by_role("row").filter(has_text="desk")
         await row.get_by_text("online").wait_for(timeout=60_000)
         assert oct((tmp_path / "desk.secret").stat().st_mode & 0o777) == "0o600"
+        # A new secret: the running agent, on the old one, is cut off; a new command shows.
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await row.get_by_role("button", name="New secret").click()
+        await page.locator(".secret pre").filter(has_not_text=shown.split("'")[3]).wait_for()
+        await row.get_by_text("offline").wait_for(timeout=60_000)
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(timeout=30)
+    assert errors == []
+
+
+async def test_an_admin_creates_and_disables_a_user_and_sees_the_gateway_healthy(
+    browser: Any, running: Running
+) -> None:
+    await running.deployment.create_user("root", PASSWORD, admin=True)
+    page, errors = await signed_in(browser, running, user="root")
+    await page.get_by_role("link", name="Admin").click()
+    form = page.get_by_role("form", name="New user")
+    await form.get_by_label("Username").fill("bob")
+    await form.get_by_label("Password").fill("bob's long password")
+    await form.get_by_role("button", name="Create user").click()
+    await page.get_by_role("status").filter(has_text="bob created").wait_for()
+    login = running.gateway.url + "/api/auth/login"
+    credentials = {"username": "bob", "password": "bob's long password"}
+    assert (await asyncio.to_thread(http, "POST", login, credentials))[0] == 200
+
+    await page.get_by_role("button", name="Disable bob").click()
+    await page.get_by_role("status").filter(has_text="bob disabled").wait_for()
+    assert (await asyncio.to_thread(http, "POST", login, credentials))[0] == 401
+    await page.get_by_role("button", name="Enable bob").wait_for()
+    # This node's health at a glance.
+    await page.get_by_text("healthy", exact=True).wait_for()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "6-admin.png"), full_page=True)
+    # Someone who is not an admin has no admin page.
+    alice, _ = await signed_in(browser, running)
+    assert await alice.get_by_role("link", name="Admin").count() == 0
     assert errors == []
