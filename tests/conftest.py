@@ -85,7 +85,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest_asyncio.fixture
 async def running(deployment: Deployment) -> Running:
     """alice, her agent, a gateway and the agent daemon, the agent online."""
-    return await start_running(deployment)
+    try:
+        return await start_running(deployment)
+    except Exception as exc:
+        # A setup error gets no report section of its own (see the hook below): the
+        # processes' logs go with the exception instead.
+        exc.add_note(f"----- orchestra processes -----\n{deployment.logs()}")
+        raise
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
