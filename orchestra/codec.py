@@ -64,20 +64,22 @@ def new_id() -> str:
 
 class _EnvelopeIds:
     """Envelope ids: unique, not secret, so not worth a `uuid4` (a system call) each. A
-    random prefix per process, then a counter; both as 32 hex digits, like `new_id`."""
+    random prefix per process (drawn again in a forked child), then a counter; both as 32
+    hex digits, like `new_id`."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
         self._counter = itertools.count()
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
 
     def next(self) -> str:
-        if self._pid != os.getpid():  # a forked child must not repeat its parent's ids
-            self._pid, self._prefix = os.getpid(), os.urandom(8).hex()
         return f"{self._prefix}{next(self._counter):016x}"
 
 
 _envelope_ids = _EnvelopeIds()
+os.register_at_fork(after_in_child=_envelope_ids.reseed)
 
 
 def parse_event_id(event_id: str) -> tuple[int, int]:
