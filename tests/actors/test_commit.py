@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from actors import Actor, ActorEnv, ActorSystem, Address, Scripts, streams
+from actors import Actor, ActorSystem, Address, Scripts, streams
 from actors.messages import Message
 from actors.replies import encode_reply
 from actors.turn import Turn
@@ -21,10 +21,9 @@ from actors.turn_commit import Plan, commit
 from actors.values import read_state
 from actors.writes import record
 from orchestra import keys
-from orchestra.db import Store
 from orchestra.errors import OrchestraError
 from orchestra.redis_server import RedisServer
-from orchestra.settings import Settings
+from tests.support.actor_systems import MakeSystem, actor_systems
 from tests.support.processes import wait_for
 
 SEEN: list[tuple[str, Any]] = []  # what the actors below saw, in order
@@ -79,32 +78,13 @@ class Recorder:
 
 
 @pytest_asyncio.fixture
-async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[MakeSystem]:
     SEEN.clear()
-    store = await Store.connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
-    clients: list[Redis] = []
-    systems: list[ActorSystem] = []
-
-    async def make(node_id: str, *, start: bool = True) -> ActorSystem:
-        client = Redis.from_url(redis.url, decode_responses=True)
-        clients.append(client)
-        config = Settings.load(
-            {}, node_id=node_id, redis_url=redis.url, data_dir=tmp_path, jwt_secret="x" * 32,
-            partitions=1, lease_ttl_s=1.5,
-        )  # fmt: skip
-        env = ActorEnv(client, Scripts(client), store, config, Recorder())
-        system = ActorSystem(env, {"counter": Counter})
-        systems.append(system)
-        if start:
-            await system.start()
-        return system
-
-    yield make
-    for system in systems:
-        await system.stop()
-    for client in clients:
-        await client.aclose()
-    await store.close()
+    kinds: dict[str, type[Actor]] = {"counter": Counter}
+    async with actor_systems(
+        redis.url, tmp_path, Recorder(), kinds, partitions=1, lease_ttl_s=1.5
+    ) as make:
+        yield make
 
 
 async def test_a_commit_under_a_lost_lease_writes_nothing(redis: RedisServer) -> None:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
-from actors import Actor, ActorEnv, ActorSystem, Address, Scripts
+from actors import Actor, ActorSystem, Address
 from actors.turn import Turn
-from orchestra.db import Store
 from orchestra.errors import ConnectionTimeout, InvalidParameters
 from orchestra.redis_server import RedisServer
-from orchestra.settings import Settings
+from tests.support.actor_systems import MakeSystem, actor_systems
 from tests.support.processes import wait_for
 
 
@@ -59,31 +57,12 @@ class NoSockets:
 
 
 @pytest_asyncio.fixture
-async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    store = await Store.connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
-    clients: list[Redis] = []
-    systems: list[ActorSystem] = []
-
-    async def make(node_id: str, *, start: bool = True, **settings: Any) -> ActorSystem:
-        client = Redis.from_url(redis.url, decode_responses=True)
-        clients.append(client)
-        config = Settings.load(
-            {}, node_id=node_id, redis_url=redis.url, data_dir=tmp_path, jwt_secret="x" * 32,
-            **({"partitions": 4, "lease_ttl_s": 1.5} | settings),
-        )  # fmt: skip
-        env = ActorEnv(client, Scripts(client), store, config, NoSockets())
-        system = ActorSystem(env, {"counter": Counter})
-        systems.append(system)
-        if start:
-            await system.start()
-        return system
-
-    yield make
-    for system in systems:
-        await system.stop()
-    for client in clients:
-        await client.aclose()
-    await store.close()
+async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[MakeSystem]:
+    kinds: dict[str, type[Actor]] = {"counter": Counter}
+    async with actor_systems(
+        redis.url, tmp_path, NoSockets(), kinds, partitions=4, lease_ttl_s=1.5
+    ) as make:
+        yield make
 
 
 async def state(system: ActorSystem, address: Address) -> dict[str, Any]:
