@@ -26,8 +26,9 @@ from playwright.async_api import async_playwright
 
 from benchmarks._report import percentile, print_table
 from orchestra.redis_server import RedisServer
+from tests.support.console import sign_in
 from tests.support.processes import Deployment
-from tests.support.running import PASSWORD, Running, start_running
+from tests.support.running import Running, start_running
 
 _PROBE = """
 window.__frames = []; window.__heap = [];
@@ -127,11 +128,7 @@ async def main() -> None:
 async def _page(browser: Any, running: Running) -> Any:
     page = await (await browser.new_context(viewport={"width": 1280, "height": 800})).new_page()
     await page.add_init_script(_PROBE)
-    await page.goto(running.gateway.url + "/")
-    await page.get_by_label("Username").fill("alice")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("status").filter(has_text="connected").wait_for()
+    await sign_in(page, running.gateway.url)
     return page
 
 

@@ -70,6 +70,12 @@ export class ApiError extends Error {
   }
 }
 
+/** What went wrong, for the page: the protocol's code (when there is one) and message.
+ * @param {any} error */
+export function describe(error) {
+  return `${(error && error.code) || ""} ${(error && error.message) || error}`.trim();
+}
+
 /** @param {string} method @param {string} path @param {any} [body] @param {string} [token] */
 async function raw(method, path, body, token) {
   /** @type {Record<string, string>} */

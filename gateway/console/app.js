@@ -3,7 +3,7 @@
  * Routes are in the location's hash: `#/` sessions, `#/start`, `#/agents`, `#/s/<id>`.
  */
 import { html, render, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
-import { ApiError, api, current, login, logout, onAuth } from "./api.js";
+import { ApiError, api, current, describe, login, logout, onAuth } from "./api.js";
 import { Admin } from "./admin.js";
 import { Live } from "./live.js";
 import { SessionView } from "./session.js";
@@ -76,7 +76,7 @@ function StartForm({ live, agents, started }) {
       started();
       location.hash = `#/s/${answer.sessionId}`;
     } catch (e) {
-      setError(`${/** @type {any} */ (e).code || ""} ${/** @type {any} */ (e).message}`);
+      setError(describe(e));
     }
   };
   return html`<section class="panel">

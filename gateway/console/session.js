@@ -1,6 +1,7 @@
 // @ts-check
 /** One session: its events rendered by type, permission cards, the input box, stop. */
 import { Component, html, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
+import { describe } from "./api.js";
 import { ansi, markdown, usageText } from "./render.js";
 
 /** Entries are kept in blocks: a full block never changes, so it is never rendered again,
@@ -46,7 +47,7 @@ export function SessionView({ live, sessionId }) {
           for (const task of session.tasks) tasks.current.set(task.id, task.status);
           for (const p of data.pendingPermissions) permissions.current.set(p.permissionId, p);
         } else if (event === "session:error") {
-          setError(`${data.code || ""} ${data.message || data}`);
+          setError(describe(data));
         } else if (event === "worker:status") {
           tasks.current.set(data.taskId, data.status);
           add({ key, kind: "status", data });
@@ -83,7 +84,7 @@ export function SessionView({ live, sessionId }) {
     try {
       await live.call(event, payload);
     } catch (e) {
-      setError(`${/** @type {any} */ (e).code || ""} ${/** @type {any} */ (e).message}`);
+      setError(describe(e));
     }
   };
   const send = (/** @type {HTMLTextAreaElement} */ box) => {

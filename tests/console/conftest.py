@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.support.running import PASSWORD, Running
+from tests.support.console import sign_in
+from tests.support.running import Running
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -39,9 +40,5 @@ async def signed_in(
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(running.gateway.url + "/")
-    await page.get_by_label("Username").fill(user)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("status").filter(has_text="connected").wait_for()
+    await sign_in(page, running.gateway.url, user)
     return page, errors
