@@ -133,15 +133,16 @@ def node_socket_slots(node_id: str) -> str:
 
 
 def webhook_events() -> str:
-    """Stream of events to deliver to users' webhooks (capped), read by every node's
-    `gateway.webhooks.WebhookDispatcher` in one consumer group."""
+    """Stream of notifications to deliver (capped), read by every node in one consumer
+    group per kind of delivery (`gateway.notify_consumer`): webhooks, Web Push."""
     return f"{PREFIX}:webhooks:events"
 
 
-def webhook_delivered(entry_id: str) -> str:
-    """Set of the webhook ids an event stream entry has reached (expires): a node that
-    takes the entry over skips them."""
-    return f"{PREFIX}:webhooks:delivered:{entry_id}"
+def notification_delivered(group: str, entry_id: str) -> str:
+    """Set of the targets (webhook ids, push subscription ids) one consumer group has
+    delivered an entry of the notifications stream to (expires): a node that takes the
+    entry over skips them."""
+    return f"{PREFIX}:{group}:delivered:{entry_id}"
 
 
 def credential_versions() -> str:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from orchestra.redis_server import free_port
 
-__all__ = ["Received", "Receiver", "serve_receiver", "signed"]
+__all__ = ["Received", "Receiver", "serve_receiver", "serving", "signed"]
 
 
 @dataclass
@@ -60,17 +60,26 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serve_receiver() -> AsyncIterator[Receiver]:
-    found = Receiver(port=free_port())
+async def serving(
+    port: int, route: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+) -> AsyncIterator[None]:
+    """An HTTP server on 127.0.0.1:`port` taking POSTs at `route`, for the block's time."""
     app = web.Application()
-    app.router.add_post("/hooks/{name}/{token}", found.handle)
+    app.router.add_post(route, handler)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", found.port).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield found
+        yield
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_receiver() -> AsyncIterator[Receiver]:
+    found = Receiver(port=free_port())
+    async with serving(found.port, "/hooks/{name}/{token}", found.handle):
+        yield found
 
 
 def signed(delivery: Received, secret: str) -> bool:
