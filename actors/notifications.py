@@ -24,7 +24,14 @@ from orchestra.settings import Settings
 __all__ = ["EVENTS", "notification_fields", "notify"]
 
 # The events a webhook may subscribe to.
-EVENTS: tuple[str, ...] = ("permission.requested", "task.completed", "task.failed")
+# `input.requested`: a worker ended a turn and waits for the user's next message (appended
+# by the output script, actors/lua/append_output.lua, as the turn's `result` is stored).
+EVENTS: tuple[str, ...] = (
+    "permission.requested",
+    "input.requested",
+    "task.completed",
+    "task.failed",
+)
 
 DEFAULT_MAX_LEN: int = Settings.model_fields["webhook_stream_max_len"].default
 

@@ -12,13 +12,18 @@
 -- stream entry each. Items starting past the first unstored seq would leave a hole:
 -- nothing of them is stored, and persistedSeq, unchanged, makes the agent send again
 -- from there. So a batch is stored whole, or from its first unstored seq on, or not at all.
--- KEYS[1] task hash, KEYS[2] session event stream
+-- A stored `result` item (the end of a turn: the worker now waits for the user's next
+-- message) also appends an `input.requested` notification (actors/notifications.py) to the
+-- notifications stream, once per stored seq.
+-- KEYS[1] task hash, KEYS[2] session event stream, KEYS[3] the notifications stream
 -- ARGV[1] the agent's seq of the first item, ARGV[2] the event name, ARGV[3] the agent id
 -- (JSON-encoded, as task hash fields are), ARGV[4] the attempt ('' when the agent did not
 -- say: the current one), ARGV[5] the fields every item's event data shares (JSON object
--- members without the braces: `"sessionId":…,"taskId":…,"agentId":…`), then three per
+-- members without the braces: `"sessionId":…,"taskId":…,"agentId":…`), ARGV[6] the
+-- notification's time (ISO-8601) and ARGV[7] the notifications stream's cap, then three per
 -- item: its own fields (a JSON object, at least one member), usage to add (a JSON object,
--- or ''), the workerSessionId (JSON-encoded, or '').
+-- '{}' for a result without usage, '' for any other item), the workerSessionId
+-- (JSON-encoded, or '').
 -- Returns {persistedSeq, items stored}, or {-1} for an unknown task, {-2} for a task that
 -- is not this agent's, {-3, persistedSeq} for a stale attempt.
 local fields = redis.call('HMGET', KEYS[1], 'agentId', 'attempts', 'seqBase', 'lastSeq')
@@ -46,7 +51,7 @@ end
 local base = tonumber(fields[3] or '0')
 local last = tonumber(fields[4] or '0')
 local first = base + tonumber(ARGV[1])
-local count = (#ARGV - 5) / 3
+local count = (#ARGV - 7) / 3
 if first > last + 1 or first + count - 1 <= last then
   -- A gap (the agent resends everything above persistedSeq), or nothing new.
   return {last - base, 0}
@@ -54,17 +59,21 @@ end
 local event, head = ARGV[2], ARGV[5] .. ','
 local usage = nil
 local session = nil
+local turn_ended = nil
 for i = last + 1 - first, count - 1 do
-  local at = 6 + 3 * i
+  local at = 8 + 3 * i
   local data = '{"seq":' .. (first + i) .. ',' .. head .. string.sub(ARGV[at], 2)
   redis.call('XADD', KEYS[2], '*', 'event', event, 'data', data)
   if ARGV[at + 1] ~= '' then
+    turn_ended = first + i
     local add = cjson.decode(ARGV[at + 1])
-    usage = usage or cjson.decode(redis.call('HGET', KEYS[1], 'usage') or '{}')
-    for _, name in ipairs({'inputTokens', 'outputTokens', 'cacheReadTokens',
-                           'cacheWriteTokens', 'costUsd'}) do
-      if type(add[name]) == 'number' then
-        usage[name] = (usage[name] or 0) + add[name]
+    if next(add) then
+      usage = usage or cjson.decode(redis.call('HGET', KEYS[1], 'usage') or '{}')
+      for _, name in ipairs({'inputTokens', 'outputTokens', 'cacheReadTokens',
+                             'cacheWriteTokens', 'costUsd'}) do
+        if type(add[name]) == 'number' then
+          usage[name] = (usage[name] or 0) + add[name]
+        end
       end
     end
   end
@@ -79,5 +88,16 @@ if usage then
 end
 if session then
   redis.call('HSET', KEYS[1], 'workerSessionId', session)
+end
+local task = turn_ended and redis.call('HMGET', KEYS[1], 'id', 'ownerId', 'tool')
+if task and task[1] and task[2] and task[3] then
+  local shared = cjson.decode('{' .. ARGV[5] .. '}')
+  local data = cjson.encode({sessionId = shared.sessionId, taskId = shared.taskId,
+                             agentId = shared.agentId, tool = cjson.decode(task[3]),
+                             seq = turn_ended})
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'input.requested',
+             'userId', cjson.decode(task[2]), 'key',
+             cjson.decode(task[1]) .. ':' .. turn_ended .. ':input.requested',
+             'data', data, 'at', ARGV[6])
 end
 return {stored - base, stored - last}

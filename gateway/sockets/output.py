@@ -66,7 +66,9 @@ def worker_item(item: WorkerOutput | WorkerOutputItem, frame_timestamp: Any = No
     }
     # What the task keeps of its output (PROTOCOL.md §8): a turn's usage, summed, and the
     # latest session id of the tool's own conversation.
-    usage = to_json(_usage_numbers(item.usage)) if item.type == "result" and item.usage else ""
+    # A result's usage is never '' (a result without usage: '{}'): the script also tells
+    # the owner, by that, that the worker waits for input.
+    usage = to_json(_usage_numbers(item.usage or {})) if item.type == "result" else ""
     session = (item.details or {}).get("workerSessionId") if item.type == "system" else None
     return (
         to_json({k: v for k, v in data.items() if v is not None}),
@@ -93,6 +95,7 @@ async def store(
     seq: int,
     event: str,
     items: list[ItemArgs],
+    notifications_cap: int,
 ) -> dict[str, Any]:
     """Store a frame's items (seq, seq+1, ...) with one script call; the ack's data."""
     # `seq` is put in by the script: the task's numbering, which may differ from the
@@ -101,9 +104,10 @@ async def store(
     # The agent id compared as task hash fields hold it (the standard library's JSON).
     agent = json.dumps(agent_id)
     args: list[str | int] = [seq, event, agent, "" if attempt is None else attempt, shared[1:-1]]
+    args += [now_iso(), notifications_cap]
     for item in items:
         args.extend(item)
-    where = [keys.task(session_id, task_id), keys.session_events(session_id)]
+    where = [keys.task(session_id, task_id), keys.session_events(session_id), keys.webhook_events()]
     answer = await script(keys=where, args=args)
     if answer[0] == -1:
         raise NotFound("unknown task")

@@ -65,7 +65,12 @@ async def test_the_stream_is_capped(r: Redis) -> None:
 
 
 def test_only_known_kinds_and_complete_fields() -> None:
-    assert set(EVENTS) == {"permission.requested", "task.completed", "task.failed"}
+    assert set(EVENTS) == {
+        "permission.requested",
+        "input.requested",
+        "task.completed",
+        "task.failed",
+    }
     with pytest.raises(ValueError):
         notification_fields("task.exploded", "u1", "k", {})
     with pytest.raises(ValueError):
