@@ -33,6 +33,7 @@ from gateway.socket_caps import SocketCaps
 from gateway.sockets.agent import AgentNamespace
 from gateway.sockets.server import Server, origin_check
 from gateway.sockets.web import WebNamespace
+from gateway.web_push import PushDispatcher
 from gateway.webhooks import WebhookDispatcher
 from orchestra import keys
 from orchestra.db import Store
@@ -134,8 +135,9 @@ class Node:
             self.socket_caps.refresh,
             cluster_wide=False,  # each node renews the slots of its own sockets
         )
-        # Every node delivers a share of the notifications to users' webhooks.
+        # Every node delivers a share of the notifications to users' webhooks and devices.
         self.webhooks = WebhookDispatcher(self.redis, self.store, settings)
+        self.push = PushDispatcher(self.redis, self.store, settings)
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)
         self.credentials.on_revoked(self.web.revoked, self.web.recheck)
@@ -150,6 +152,7 @@ class Node:
         await self.socket_caps.start()
         await self.jobs.start()
         await self.webhooks.start()
+        await self.push.start()
         settle_heap()  # after the start, whose objects live as long as the node
         log.info(
             "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
@@ -157,6 +160,7 @@ class Node:
 
     async def stop(self) -> None:
         await self.webhooks.stop()
+        await self.push.stop()
         await self.jobs.stop()
         await self.feed.close()
         await self.credentials.stop()

@@ -91,6 +91,17 @@ class Settings(BaseModel):
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_claim_idle_s: float = Field(30.0, gt=0)
     webhook_stream_max_len: int = Field(10_000, gt=0)
+    # Web Push to users' devices (`gateway.web_push`; deliveries tried and taken over as
+    # webhooks' are). The VAPID key: base64url of a P-256 private key's 32 bytes, the same
+    # on every node (subscriptions are bound to its public half); when unset, one is made
+    # at first start and kept in the data folder. The subject is a contact the push
+    # services may use: `mailto:` or an https URL. A push waits at most `push_ttl_s` at
+    # the push service for a device that is off. Plain-http subscription endpoints are
+    # refused unless `push_insecure_endpoints` (tests with a local push service).
+    push_vapid_private_key: str = Field(default="", repr=False)
+    push_subject: str = "mailto:orchestra@localhost"
+    push_ttl_s: int = Field(24 * 3600, ge=0, le=28 * 24 * 3600)
+    push_insecure_endpoints: bool = False
     access_token_ttl_s: int = Field(900, gt=0)
     refresh_token_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     allowed_origins: tuple[str, ...] = ()
@@ -262,6 +273,13 @@ class Settings(BaseModel):
                 )
         return self.model_copy(update=changes) if changes else self
 
+    def vapid_private_key(self) -> str:
+        """`push_vapid_private_key`, or the one kept in the data folder (made the first
+        time: only a gateway asks)."""
+        return self.push_vapid_private_key or _dev_secret(
+            self.data_dir, "vapid-private-key", _new_vapid_key
+        )
+
     @property
     def console_url(self) -> str:
         """The web console's address for links: `public_url`, or this gateway's own."""
@@ -287,6 +305,14 @@ def _is_key(value: str) -> bool:
         return len(base64.b64decode(value, validate=True)) == 32
     except (binascii.Error, ValueError):
         return False
+
+
+def _new_vapid_key() -> str:
+    """A P-256 private key for VAPID: its 32 bytes, base64url without padding."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    number = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    return base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode()
 
 
 def _dev_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:

@@ -7,6 +7,7 @@ session events live here; live state lives in Redis.
 from orchestra.db.models import (
     Agent,
     AIConfig,
+    PushSubscription,
     RefreshToken,
     SessionEventRecord,
     SessionRecord,
@@ -21,6 +22,7 @@ __all__ = [
     "AIConfig",
     "Agent",
     "DuplicateError",
+    "PushSubscription",
     "RefreshToken",
     "SessionEventRecord",
     "SessionRecord",

@@ -1,4 +1,5 @@
-"""Webhooks in the SQL store: the URLs users want told of events, with encrypted secrets."""
+"""Webhooks and Web Push subscriptions in the SQL store: where users want to be told of
+events, with what is secret of them encrypted."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 from sqlmodel import col, true
 
 from orchestra.db.base import StoreBase, check_fields, guarded
-from orchestra.db.models import Webhook, new_id
+from orchestra.db.models import PushSubscription, Webhook, new_id
 
-__all__ = ["WebhookStore"]
+__all__ = ["PushStore", "WebhookStore"]
 
 
 class WebhookStore(StoreBase):
@@ -70,3 +71,55 @@ class WebhookStore(StoreBase):
     @guarded
     async def delete_webhook(self, webhook_id: str) -> bool:
         return await self._delete(Webhook, col(Webhook.id) == webhook_id) > 0
+
+
+class PushStore(StoreBase):
+    """The store's methods for Web Push subscriptions."""
+
+    @guarded
+    async def save_push_subscription(self, record: PushSubscription) -> PushSubscription:
+        """Add `record`, replacing any other record of its endpoint (a browser subscribing
+        again, maybe for another user), or, where its id is known, update that one."""
+        await self._delete(
+            PushSubscription,
+            col(PushSubscription.endpoint_hash) == record.endpoint_hash,
+            col(PushSubscription.id) != record.id,
+        )
+        fields = {
+            "keys_encrypted": record.keys_encrypted,
+            "events": list(record.events),
+            "label": record.label,
+        }
+        updated = await self._update(PushSubscription, record.id, fields)
+        return updated if updated is not None else await self._add(record)
+
+    @guarded
+    async def get_push_subscription(self, subscription_id: str) -> PushSubscription | None:
+        return await self._get(PushSubscription, subscription_id)
+
+    @guarded
+    async def list_push_subscriptions(
+        self, owner_id: str, event: str | None = None
+    ) -> list[PushSubscription]:
+        """A user's subscriptions, oldest first; with `event`, those that want it."""
+        rows = await self._list(
+            PushSubscription,
+            col(PushSubscription.owner_id) == owner_id,
+            order=[col(PushSubscription.created_at), col(PushSubscription.id)],
+        )
+        return [r for r in rows if event is None or event in r.events]
+
+    @guarded
+    async def update_push_subscription(
+        self, subscription_id: str, **fields: Any
+    ) -> PushSubscription | None:
+        check_fields(
+            PushSubscription,
+            fields,
+            frozen=("id", "owner_id", "created_at", "endpoint_hash", "keys_encrypted"),
+        )
+        return await self._update(PushSubscription, subscription_id, fields)
+
+    @guarded
+    async def delete_push_subscription(self, subscription_id: str) -> bool:
+        return await self._delete(PushSubscription, col(PushSubscription.id) == subscription_id) > 0

@@ -21,6 +21,7 @@ __all__ = [
     "AIConfig",
     "Agent",
     "AuditEntry",
+    "PushSubscription",
     "RefreshToken",
     "SessionEventRecord",
     "SessionRecord",
@@ -260,6 +261,26 @@ class AuditEntry(SQLModel, table=True):
 
 # The tables the store creates, in one place so that other SQLModel tables in the process (if any)
 # are not created in our database by accident.
+class PushSubscription(SQLModel, table=True):
+    """A device's Web Push subscription (`gateway.web_push`), for the events its user chose.
+
+    What the browser gave (endpoint, p256dh, auth) is kept encrypted, the record's id as
+    associated data, and left out of ``repr``; `endpoint_hash` (SHA-256 of the endpoint)
+    finds a browser subscribing again, `endpoint_host` tells devices apart in a list.
+    """
+
+    __tablename__ = "push_subscriptions"
+
+    id: str = _id_field()
+    owner_id: str = Field(index=True, max_length=64)
+    endpoint_hash: str = Field(unique=True, max_length=64)
+    endpoint_host: str = Field(default="", max_length=255)
+    keys_encrypted: str = Field(repr=False)
+    events: list[str] = Field(default_factory=list, sa_type=JSON)
+    label: str = Field(default="", max_length=200)
+    created_at: datetime = _created_field()
+
+
 MODELS: tuple[type[SQLModel], ...] = (
     User,
     RefreshToken,
@@ -270,4 +291,5 @@ MODELS: tuple[type[SQLModel], ...] = (
     SessionEventRecord,
     Webhook,
     AuditEntry,
+    PushSubscription,
 )
