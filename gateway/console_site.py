@@ -1,4 +1,5 @@
-"""The web console, served by the gateway: `/` is its page, `/console/...` its files.
+"""The web console, served by the gateway: `/` is its page, `/console/...` its files,
+`/sw.js` its service worker (Web Push notifications).
 
 The console is static files shipped in the package (`gateway/console/`): ES modules and
 vendored libraries (`gateway/console/vendor/VENDORED.md`), no build step, nothing of
@@ -29,10 +30,22 @@ _PAGE_HEADERS = {
 }
 
 
+_WORKER_HEADERS = {
+    "Content-Type": "text/javascript; charset=utf-8",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
 def add_console(app: Sanic) -> None:
     @app.get("/", name="console_page")
     async def page(request: Request) -> HTTPResponse:
         return await file(CONSOLE_DIR / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/sw.js", name="console_service_worker")
+    async def service_worker(request: Request) -> HTTPResponse:
+        # At the root, so that its scope is the whole console.
+        return await file(CONSOLE_DIR / "sw.js", headers=_WORKER_HEADERS)
 
     app.static(
         "/console",

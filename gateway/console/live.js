@@ -30,8 +30,11 @@ export class Live {
   /** @param {(state: string) => void} onState */
   constructor(onState) {
     this.onState = onState;
-    /** @type {Map<string, {handler: Handler, lastEventId: string | null, epoch: string | null}>} */
+    /** @type {Map<string, {handler: Handler, lastEventId: string | null, epoch: string | null, joined: boolean}>} */
     this.watched = new Map();
+    /** Told of each event that is news to the page (not the history a first join replays).
+     * @type {Set<(sessionId: string, item: SessionEvent) => void>} */
+    this.newsListeners = new Set();
     this.socket = io("/web", {
       transports: ["websocket"],
       auth: (cb) => cb({ token: (current() || {}).accessToken }),
@@ -80,7 +83,7 @@ export class Live {
   /** Watch a session: `handler` gets its events, replayed then live, each once, in order.
    * @param {string} sessionId @param {Handler} handler */
   watch(sessionId, handler) {
-    this.watched.set(sessionId, { handler, lastEventId: null, epoch: null });
+    this.watched.set(sessionId, { handler, lastEventId: null, epoch: null, joined: false });
     if (this.socket.connected) void this._join(sessionId);
     return () => {
       this.watched.delete(sessionId);
@@ -101,6 +104,7 @@ export class Live {
     try {
       const joined = await this.call("session:join", request);
       watch.epoch = joined.epoch;
+      watch.joined = true;
       watch.handler([{ event: "session:joined", data: joined }]);
     } catch (error) {
       watch.handler([{ event: "session:error", data: error }]);
@@ -119,6 +123,13 @@ export class Live {
       fresh.push(item);
     }
     if (fresh.length) watch.handler(fresh);
+    if (watch.joined) for (const item of fresh) for (const listener of this.newsListeners) listener(sessionId, item);
+  }
+
+  /** @param {(sessionId: string, item: SessionEvent) => void} listener */
+  onNews(listener) {
+    this.newsListeners.add(listener);
+    return () => this.newsListeners.delete(listener);
   }
 
   /** The history we missed, over REST, then a join from its end.
