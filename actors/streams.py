@@ -80,3 +80,15 @@ async def xread_then_field(
         answer, value = await pipe.execute()
     entries = _entries(answer[0][1]) if answer else []
     return entries, None if value is None else text(value)
+
+
+async def xrevrange_with_field(
+    redis: Redis, stream: str, end: str, count: int, key: str, field: str
+) -> tuple[list[Entry], str | None]:
+    """Entries up to `end` (`+`, an id, or `(id` for strictly before it), newest first,
+    and one hash field, read in one transaction: a snapshot in which the two agree."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xrevrange(stream, end, "-", count)
+        pipe.hget(key, field)
+        raw_entries, value = await pipe.execute()
+    return _entries(raw_entries), None if value is None else text(value)

@@ -8,6 +8,12 @@ served by the stream, read in one transaction with `trimmedTo` so that the two a
 read after an older cursor is served by the archive (which may hold a little more than was
 trimmed yet: the same entries with the same data), then goes on in the stream.
 
+Read backwards (`before`), the same holds from the other side: the stream, read newest
+first in one transaction with `trimmedTo`, has every event after `trimmedTo`; once it has
+given all it holds before the cursor, the rest are older than the oldest it gave, and all
+of those are in the archive (which may have archived more meanwhile: only entries the
+stream gave, or newer ones, so never one twice).
+
 An event reads the same from either place: `data` is the payload with its `eventId`.
 """
 
@@ -94,6 +100,33 @@ class History:
             events += [_from_record(record) for record in archived]
             after = events[-1].event_id
         return events
+
+    async def page_before(
+        self, session_id: str, before: str, limit: int
+    ) -> tuple[list[Event], bool]:
+        """Up to `limit` events just before `before`, in order, and whether there are
+        earlier ones: from the stream read backwards, then from the archive."""
+        before = "{}-{}".format(*parse_event_id(before))
+        want = limit + 1  # one more than asked for tells whether there are earlier ones
+        entries, raw = await streams.xrevrange_with_field(
+            self.redis,
+            keys.session_events(session_id),
+            f"({before}",
+            want,
+            keys.session(session_id),
+            TRIMMED_TO,
+        )
+        newest_first = [_from_stream(entry_id, fields) for entry_id, fields in entries]
+        if len(newest_first) < want and _decode(raw):
+            # The stream gave all it keeps before `before`: the rest is in the archive.
+            edge = newest_first[-1].event_id if newest_first else before
+            archived = await self.store.list_events_before(
+                session_id, before=edge, limit=want - len(newest_first)
+            )
+            newest_first += [_from_record(record) for record in archived]
+        events = newest_first[:limit]
+        events.reverse()
+        return events, len(newest_first) > limit
 
     async def follow(self, session_id: str, after: str, count: int, block_ms: int) -> list[Event]:
         """Events after `after` as they come, waiting up to `block_ms` for the first. A

@@ -1,46 +1,55 @@
 // @ts-check
-/** One session: its events rendered by type, permission cards, the input box, stop. */
-import { Component, html, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
-import { describe } from "./api.js";
+/** One session: its events rendered by type, permission cards, the input box, stop; and
+ * its whole history, scrolled back over REST. `scrollback.js` keeps the window of entries
+ * the page holds; this view keeps the scroll position: at the bottom it follows what
+ * arrives; content added or dropped above what the user reads never moves it. Scrolled
+ * near the top (or with the "Load earlier entries" button) the page before is read; near
+ * the bottom of a window that no longer follows, the page after. */
+import {
+  Component, html, useEffect, useLayoutEffect, useRef, useState,
+} from "./vendor/preact-htm.module.js";
+import { api, describe } from "./api.js";
 import { ansi, markdown, usageText } from "./render.js";
+import { EntryWindow, PAGE, justAfter, toEntry } from "./scrollback.js";
 
-/** Entries are kept in blocks: a full block never changes, so it is never rendered again,
- * and the browser skips laying out the blocks out of view (`content-visibility`). */
-const BLOCK = 200;
-/** The most blocks kept on the page (10,000 entries); older ones stay in the history. */
-const MAX_BLOCKS = 50;
 const ENDED = new Set(["completed", "error", "cancelled", "lost"]);
+/** Within this many pixels of the bottom, the view follows what arrives. */
+const PINNED_PX = 48;
+/** Scrolled this near an edge of the log, the page beyond it is read. */
+const AHEAD_PX = 1500;
+/** After a read failed, none is made on its own for this long. */
+const RETRY_MS = 5000;
 
-/** @typedef {{key: string, kind: string, data: any}} Entry */
+/** @typedef {import("./scrollback.js").Entry} Entry */
+/** @typedef {{node: Element, offset: number}} Anchor */
 
 /** @param {{live: import("./live.js").Live, sessionId: string}} props */
 export function SessionView({ live, sessionId }) {
-  const blocks = useRef(/** @type {Entry[][]} */ ([[]]));
-  const [dropped, setDropped] = useState(0);
+  const [win] = useState(() => new EntryWindow());
+  const [tools] = useState(() => /** @type {Map<string, string>} */ (new Map()));
   const tasks = useRef(/** @type {Map<string, string>} */ (new Map()));
   const permissions = useRef(/** @type {Map<string, any>} */ (new Map()));
   const [version, setVersion] = useState(0);
   const [title, setTitle] = useState("");
   const [error, setError] = useState("");
-  const bottom = useRef(/** @type {HTMLElement | null} */ (null));
+  const [loading, setLoading] = useState("");
+  const [atEnd, setAtEnd] = useState(true);
+  const box = useRef(/** @type {HTMLElement | null} */ (null));
+  const view = useRef({
+    pinned: true, // the user is at the newest: what arrives scrolls into view
+    toEnd: false, // scroll to the newest after the next render
+    anchor: /** @type {Anchor | null} */ (null), // kept in place through the next render
+    lastTop: 0,
+    busy: 0, // the read under way (its generation), 0: none
+    generation: 0,
+    failedAt: 0, // when a read last failed
+  });
+  const bump = () => setVersion((v) => v + 1);
 
   useEffect(() => {
-    let counter = 0;
-    const add = (/** @type {Entry} */ entry) => {
-      let last = blocks.current[blocks.current.length - 1];
-      if (last.length >= BLOCK) {
-        last = [];
-        blocks.current = [...blocks.current, last];
-        if (blocks.current.length > MAX_BLOCKS) {
-          blocks.current = blocks.current.slice(1);
-          setDropped((n) => n + BLOCK);
-        }
-      }
-      last.push(entry);
-    };
     const stop = live.watch(sessionId, (events) => {
+      const pinned = view.current.pinned;
       for (const { event, data } of events) {
-        const key = data && data.eventId ? data.eventId : `${event}:${counter++}`;
         if (event === "session:joined") {
           const session = data.session;
           setTitle(session.title || (session.tasks[0] ? `${session.tasks[0].tool} session` : "session"));
@@ -50,32 +59,148 @@ export function SessionView({ live, sessionId }) {
           setError(describe(data));
         } else if (event === "worker:status") {
           tasks.current.set(data.taskId, data.status);
-          add({ key, kind: "status", data });
         } else if (event === "worker:permission") {
           permissions.current.set(data.permissionId, { ...data, status: "pending" });
         } else if (event === "worker:permission:resolved") {
-          const known = permissions.current.get(data.permissionId);
           permissions.current.delete(data.permissionId);
-          add({ key, kind: "resolved", data: { ...data, tool: known && known.tool } });
-        } else if (event === "task:stream") {
-          // Only what is shown is kept: a busy worker's lines are most of the page.
-          add({ key, kind: "line", data: { type: data.type, data: data.data } });
-        } else if (event === "worker:output") {
-          add({ key, kind: `out-${data.type}`, data });
-        } else if (event === "task:result") {
-          add({ key, kind: "result", data });
         }
+        const id = data && data.eventId;
+        if (id) win.live(id, toEntry(event, data, tools), pinned);
       }
-      setVersion((v) => v + 1);
+      bump();
     });
     return stop;
   }, [sessionId]);
 
-  useEffect(() => {
-    if (bottom.current && typeof bottom.current.scrollIntoView === "function") {
-      bottom.current.scrollIntoView({ block: "end" });
+  /** Remembers where the block at the top of the view is, before content changes above it. */
+  const capture = () => {
+    const v = view.current;
+    const log = box.current;
+    if (v.anchor || !log) return;
+    const edge = log.getBoundingClientRect().top;
+    for (const block of log.querySelectorAll(".block")) {
+      const rect = block.getBoundingClientRect();
+      if (rect.bottom > edge) {
+        v.anchor = { node: block, offset: rect.top - edge };
+        return;
+      }
     }
+  };
+
+  /** One read of the history at a time; a newer one (`force`) takes over from it.
+   * @param {string} what @param {(current: () => boolean) => Promise<void>} read
+   * @param {boolean} [force] */
+  const run = async (what, read, force = false) => {
+    const v = view.current;
+    if (v.busy && !force) return;
+    const generation = ++v.generation;
+    v.busy = generation;
+    setLoading(what);
+    try {
+      await read(() => generation === v.generation);
+    } catch (e) {
+      if (generation === v.generation) {
+        win.abandonCatchUp();
+        v.failedAt = Date.now();
+        setError(describe(e));
+      }
+    } finally {
+      if (v.busy === generation) {
+        v.busy = 0;
+        setLoading("");
+      }
+      bump();
+    }
+  };
+  const page = (/** @type {string} */ query) =>
+    api("GET", `/api/sessions/${encodeURIComponent(sessionId)}/events?limit=${PAGE}&${query}`);
+  const entriesOf = (/** @type {any[]} */ events) =>
+    /** @type {Entry[]} */ (events.map((e) => toEntry(e.event, e.data, tools)).filter(Boolean));
+
+  const loadEarlier = () => run("earlier", async (current) => {
+    const cursor = win.headId;
+    if (!cursor) return;
+    const answer = await page(`before=${encodeURIComponent(cursor)}`);
+    if (!current() || win.headId !== cursor) return;
+    capture();
+    win.prepend(entriesOf(answer.events), answer.firstEventId, answer.hasMore);
+  });
+  const loadNewer = () => run("newer", async (current) => {
+    const cursor = win.tailId;
+    if (!cursor) return;
+    win.startCatchUp();
+    const answer = await page(`after=${encodeURIComponent(cursor)}`);
+    if (!current()) return;
+    capture();
+    win.append(entriesOf(answer.events));
+    if (answer.events.length) win.tailId = answer.lastEventId;
+    win.caughtUp(answer.events.length < PAGE);
+  });
+  const jump = () => {
+    const v = view.current;
+    if (win.following) {
+      v.pinned = true;
+      v.toEnd = true;
+      bump();
+      return;
+    }
+    void run("newest", async (current) => {
+      const upto = win.liveLastId || win.tailId;
+      if (!upto) return;
+      win.startCatchUp();
+      const answer = await page(`before=${encodeURIComponent(justAfter(upto))}`);
+      if (!current()) return;
+      win.reset(entriesOf(answer.events), answer.firstEventId, answer.hasMore, upto);
+      win.caughtUp(true);
+      v.pinned = true;
+      v.toEnd = true;
+    }, true);
+  };
+  /** Reads the page beyond an edge the user scrolled near: on each scroll and render. */
+  const maybeLoad = () => {
+    const v = view.current;
+    const log = box.current;
+    if (!log || v.busy || Date.now() - v.failedAt < RETRY_MS) return;
+    if (log.scrollTop < AHEAD_PX && !win.atStart && win.headId) void loadEarlier();
+    else if (log.scrollHeight - log.scrollTop - log.clientHeight < AHEAD_PX && !win.following) {
+      void loadNewer();
+    }
+  };
+
+  useLayoutEffect(() => {
+    const v = view.current;
+    const log = box.current;
+    const anchor = v.anchor;
+    v.anchor = null;
+    if (!log) return;
+    if (v.toEnd || (v.pinned && win.following)) {
+      v.toEnd = false;
+      log.scrollTop = log.scrollHeight;
+    } else {
+      if (anchor && anchor.node.isConnected) {
+        const moved = anchor.node.getBoundingClientRect().top - log.getBoundingClientRect().top - anchor.offset;
+        if (moved) log.scrollTop += moved;
+      }
+      // Content added below moves the newest away from a user who was there.
+      v.pinned = log.scrollHeight - log.scrollTop - log.clientHeight < PINNED_PX;
+      if (v.pinned !== atEnd) setAtEnd(v.pinned);
+    }
+    v.lastTop = log.scrollTop;
+    maybeLoad();
   }, [version]);
+
+  const onScroll = () => {
+    const v = view.current;
+    const log = box.current;
+    if (!log) return;
+    const near = log.scrollHeight - log.scrollTop - log.clientHeight < PINNED_PX;
+    // Only the user scrolls up; content growing elsewhere may move it down a little.
+    if (near) v.pinned = true;
+    else if (log.scrollTop < v.lastTop - 1) v.pinned = false;
+    v.lastTop = log.scrollTop;
+    if (v.pinned !== atEnd) setAtEnd(v.pinned);
+    maybeLoad();
+  };
 
   const running = [...tasks.current.entries()].filter(([, status]) => !ENDED.has(status));
   const taskId = running.length ? running[running.length - 1][0] : "";
@@ -98,12 +223,27 @@ export function SessionView({ live, sessionId }) {
       send(/** @type {HTMLTextAreaElement} */ (event.target));
     }
   };
+  const behind = !win.following;
   return html`<section class="session" aria-label="Session">
     <h2>${title}</h2>
-    <div class="log" role="log" aria-live="polite">
-      ${dropped > 0 && html`<p class="event">${dropped.toLocaleString()} earlier entries are in the session's history.</p>`}
-      ${blocks.current.map((entries) => html`<${Block} key=${entries[0] ? entries[0].key : "empty"} entries=${entries} size=${entries.length} />`)}
-      <div ref=${bottom}></div>
+    <div class="log-wrap">
+      <div class="log" role="log" aria-live="polite" aria-busy=${loading ? "true" : "false"} ref=${box} onScroll=${onScroll}>
+        <div class="log-edge">
+          ${win.atStart
+            ? html`<p class="event">Beginning of the session</p>`
+            : win.headId && html`<button type="button" disabled=${loading === "earlier"} onClick=${() => void loadEarlier()}>
+                ${loading === "earlier" ? "Loading earlier entries…" : "Load earlier entries"}</button>`}
+        </div>
+        ${win.blocks.map((entries) => html`<${Block} key=${entries[0].key} entries=${entries} size=${entries.length} />`)}
+        <div class="log-edge">
+          ${behind && html`<button type="button" disabled=${loading === "newer"} onClick=${() => void loadNewer()}>
+            ${loading === "newer" ? "Loading newer entries…" : "Load newer entries"}</button>`}
+        </div>
+      </div>
+      ${(behind || !atEnd) && html`<div class="jump">
+        ${behind && html`<span>${win.missed ? `${win.missed.toLocaleString()} new ${win.missed === 1 ? "entry" : "entries"} below` : "Newer entries are not shown"}</span>`}
+        <button type="button" onClick=${jump} disabled=${loading === "newest"}>Jump to newest</button>
+      </div>`}
     </div>
     ${[...permissions.current.values()].map((p) => html`<${PermissionCard} key=${p.permissionId} p=${p} act=${act} />`)}
     <form class="input" onSubmit=${(/** @type {SubmitEvent} */ e) => {

@@ -93,18 +93,33 @@ async def add_participant(request: Request, session_id: str) -> HTTPResponse:
 
 @bp.get("/<session_id:str>/events")
 async def session_events(request: Request, session_id: str) -> HTTPResponse:
-    """The whole history, archived then live, in order, after `after`."""
+    """The whole history, archived then live, in order: the page after `after` (from the
+    start without it), or, with `before`, the page just before that eventId."""
     who = caller(request)
     node = node_of(request)
     await node.ops.session_for(who, session_id)
     after = request.args.get("after") or None
+    before = request.args.get("before") or None
     if after is not None and not valid_event_id(after):
         raise InvalidParameters("after must be an eventId")
+    if before is not None and not valid_event_id(before):
+        raise InvalidParameters("before must be an eventId")
+    if after is not None and before is not None:
+        raise InvalidParameters("give after or before, not both")
     try:
         limit = int(request.args.get("limit", "500"))
     except ValueError:
         raise InvalidParameters("limit must be a number") from None
     limit = max(1, min(limit, MAX_PAGE))
+    if before is not None:
+        earlier, more = await node.history.page_before(session_id, before, limit)
+        return json(
+            {
+                "events": [event.wire() for event in earlier],
+                "firstEventId": earlier[0].event_id if earlier else before,
+                "hasMore": more,
+            }
+        )
     events = await node.history.page(session_id, after, limit)
     return json(
         {

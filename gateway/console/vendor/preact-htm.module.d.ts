@@ -5,6 +5,7 @@ export declare function html(strings: TemplateStringsArray, ...values: any[]): V
 export declare function render(vnode: VNode, parent: Element): void;
 export declare function useState<T>(initial: T | (() => T)): [T, (next: T | ((previous: T) => T)) => void];
 export declare function useEffect(effect: () => void | (() => unknown), deps?: readonly unknown[]): void;
+export declare function useLayoutEffect(effect: () => void | (() => unknown), deps?: readonly unknown[]): void;
 export declare function useRef<T>(initial: T): { current: T };
 export declare function useMemo<T>(make: () => T, deps: readonly unknown[]): T;
 export declare function useCallback<T extends (...args: any[]) => any>(fn: T, deps: readonly unknown[]): T;
