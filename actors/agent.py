@@ -70,6 +70,13 @@ class AgentActor(Actor):
         changes: dict[str, Any] = {"lastHeartbeat": now_iso()}
         if turn.message.body.get("systemInfo") is not None:
             changes["systemInfo"] = turn.message.body["systemInfo"]
+        reported = turn.message.body.get("metadata")
+        metadata = turn.state.get("metadata") or {}
+        if isinstance(reported, dict) and reported and {**metadata, **reported} != metadata:
+            # Keys the agent reports again (its recent working directories) replace those
+            # it registered with; its owner's consoles hear of it.
+            changes["metadata"] = {**metadata, **reported}
+            turn.after_commit(lambda _: self._announce(turn, None))
         turn.set(**changes)
 
     async def on_latency(self, turn: Turn) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestra.protocol import AgentLoad, AgentView, SessionView, TaskView
+from orchestra.protocol import AgentLoad, AgentView, AgentWorkdirs, SessionView, TaskView
+
+# What AgentView shows of the directories an agent reported (its metadata is its own).
+_MAX_ROOTS = 32
+_MAX_RECENT = 20
+_MAX_PATH_CHARS = 4096
 
 
 def task_view(state: dict[str, Any]) -> TaskView:
@@ -44,7 +49,26 @@ def agent_view(state: dict[str, Any]) -> AgentView:
         version=state.get("version"),
         system_info=state.get("systemInfo"),
         load=AgentLoad(running=len(running), max=int(state.get("maxConcurrency") or 1)),
+        workdirs=agent_workdirs(state.get("metadata")),
     )
+
+
+def agent_workdirs(metadata: Any) -> AgentWorkdirs | None:
+    """`allowedRoots` and `recentWorkdirs` of the agent's metadata, as far as they are
+    lists of paths; None when the agent reported neither."""
+    if not isinstance(metadata, dict):
+        return None
+    roots, recent = metadata.get("allowedRoots"), metadata.get("recentWorkdirs")
+    if not isinstance(roots, list) and not isinstance(recent, list):
+        return None
+    return AgentWorkdirs(roots=_paths(roots, _MAX_ROOTS), recent=_paths(recent, _MAX_RECENT))
+
+
+def _paths(value: Any, limit: int) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    paths = [p for p in value if isinstance(p, str) and 0 < len(p) <= _MAX_PATH_CHARS]
+    return list(dict.fromkeys(paths))[:limit]
 
 
 def agent_status(state: dict[str, Any]) -> str:

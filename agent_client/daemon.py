@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import signal
@@ -68,6 +69,8 @@ class AgentDaemon:
         self.workers = load_workers()
         self.tasks = TaskManager(settings, self.connection, secret, self.workers)
         self._stop = asyncio.Event()
+        # The version of the recent working directories the gateway has been told.
+        self._reported_recent = -1
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -146,7 +149,10 @@ class AgentDaemon:
             "capabilities": capabilities,
             "tools": [t.wire() for t in tools],
             "agentVersion": agent_version(),
-            "metadata": {"allowedRoots": [str(r) for r in allowed_roots(self.settings)]},
+            "metadata": {
+                "allowedRoots": [str(r) for r in allowed_roots(self.settings)],
+                "recentWorkdirs": self.tasks.recent.items,
+            },
             "maxConcurrency": self.settings.agent_max_concurrency,
             "lastCommandId": self.commands.last,
             "runningTasks": self.tasks.running_tasks(),
@@ -154,6 +160,7 @@ class AgentDaemon:
 
     async def _register(self, session: Session) -> bool:
         """Register on a new connection; True when the gateway took it."""
+        recent_version = self.tasks.recent.version
         response = await session.request(
             "agent:register", self.registration(), self.settings.connection_timeout_s
         )
@@ -161,6 +168,7 @@ class AgentDaemon:
         if error is not None:
             log.error("the gateway refused the registration (%s: %s)", *error)
             return False
+        self._reported_recent = recent_version
         data = response.get("data") or {}
         log.info(
             "registered as %s; the gateway lists %d task(s) as assigned",
@@ -181,22 +189,38 @@ class AgentDaemon:
 
     async def _heartbeats(self) -> None:
         psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
+        recent = self.tasks.recent
         while True:
             session = await self.connection.wait_ready()
+            recent.changed.clear()
+            version = recent.version
             try:
-                await session.emit("agent:heartbeat", self._heartbeat(), self._heartbeat_ack)
+                await session.emit(
+                    "agent:heartbeat",
+                    self._heartbeat(),
+                    functools.partial(self._heartbeat_ack, recent_version=version),
+                )
             except LinkDown:
                 continue
-            with contextlib.suppress(TimeoutError):
-                # A new connection gets its heartbeat at once, not an interval later.
-                await asyncio.wait_for(session.closed.wait(), self.settings.heartbeat_interval_s)
+            # A new connection gets its heartbeat at once, not an interval later; so do
+            # new recent working directories.
+            waits = [asyncio.create_task(e.wait()) for e in (session.closed, recent.changed)]
+            try:
+                await asyncio.wait(
+                    waits, timeout=self.settings.heartbeat_interval_s, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
 
     def _heartbeat(self) -> dict[str, Any]:
+        """`agent:heartbeat`, with `metadata.recentWorkdirs` while the gateway has not
+        acknowledged the list as it is now."""
         try:
             disk = psutil.disk_usage(str(self.settings.agent_state_dir)).percent
         except OSError:
             disk = 0.0
-        return {
+        heartbeat: dict[str, Any] = {
             "agentId": self.settings.agent_id,
             "timestamp": now_iso(),
             "systemInfo": {
@@ -205,12 +229,16 @@ class AgentDaemon:
                 "disk": disk,
             },
         }
+        if self.tasks.recent.version != self._reported_recent:
+            heartbeat["metadata"] = {"recentWorkdirs": self.tasks.recent.items}
+        return heartbeat
 
-    @staticmethod
-    def _heartbeat_ack(response: Any) -> None:
+    def _heartbeat_ack(self, response: Any, recent_version: int) -> None:
         error = response_error(response)
         if error is not None:
             log.warning("heartbeat refused (%s: %s)", *error)
+        else:
+            self._reported_recent = max(self._reported_recent, recent_version)
 
     # -- commands ----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import Any
 from agent_client.endings import create_time, end_orphan, final_events
 from agent_client.outbox import Link, TaskOutbox
 from agent_client.spool import Spool
-from agent_client.workdirs import WorkdirRefused, working_directory
+from agent_client.workdirs import RecentWorkdirs, WorkdirRefused, working_directory
 from agent_client.workers import (
     PermissionDecision,
     ToolInfo,
@@ -76,6 +76,8 @@ class TaskManager:
         self._agent_id = settings.agent_id
         self._spool_dir = settings.agent_state_dir / "spool"
         self._work_dir = settings.agent_state_dir / "work"
+        self.recent = RecentWorkdirs(settings.agent_state_dir / "recent-workdirs.json")
+        """The working directories tasks were started in, most recent first."""
         self._workers = dict(workers)
         self.tools: dict[str, ToolInfo] = {}
         """The tools found on this machine, by name (set by the daemon once it looked)."""
@@ -213,6 +215,8 @@ class TaskManager:
             return str(exc), None
         entry.worker = worker
         entry.started = time.monotonic()
+        if parameters.get("workingDirectory"):  # asked for, not the agent's own folder
+            self.recent.add(workdir)
         entry.outbox.spool.update_meta(pid=worker.pid, createTime=create_time(worker.pid))
         entry.watcher = asyncio.create_task(self._watch(entry, worker))
         return None

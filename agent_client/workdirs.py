@@ -5,15 +5,34 @@ agent runs as when none are set; the agent's own work folder (the default when a
 names none) is always allowed. A requested directory is resolved on this machine, links
 and `..` included, before it is compared, so a link inside a root that points outside it
 is refused like the outside path itself.
+
+`RecentWorkdirs` remembers the directories tasks ran in, most recent first, in a small file
+of the agent's state folder, so that a console can offer them (`metadata.recentWorkdirs`
+of `agent:register` and `agent:heartbeat`, see docs/protocol.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
 from pathlib import Path
 
 from orchestra.settings import Settings
 
-__all__ = ["WorkdirRefused", "allowed_roots", "working_directory"]
+__all__ = [
+    "RECENT_WORKDIRS_LIMIT",
+    "RecentWorkdirs",
+    "WorkdirRefused",
+    "allowed_roots",
+    "working_directory",
+]
+
+log = logging.getLogger(__name__)
+
+RECENT_WORKDIRS_LIMIT = 10
+"""How many recently used working directories an agent remembers and reports."""
 
 
 class WorkdirRefused(Exception):
@@ -50,3 +69,50 @@ def working_directory(requested: object, settings: Settings, work_dir: Path) -> 
     if not resolved.is_dir():
         raise WorkdirRefused(f"working directory {requested} is not a directory")
     return resolved
+
+
+class RecentWorkdirs:
+    """The working directories tasks ran in, most recent first, at most `limit` of them,
+    kept in a JSON file (`path`) so that a restart of the daemon keeps them.
+
+    `version` grows with each change and `changed` is set, for whoever reports them."""
+
+    def __init__(self, path: Path, limit: int = RECENT_WORKDIRS_LIMIT) -> None:
+        self.path = path
+        self.limit = limit
+        self.version = 0
+        self.changed = asyncio.Event()
+        self._items = self._load()
+
+    def _load(self) -> list[str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("%s is unreadable (%s); starting an empty list", self.path, exc)
+            return []
+        if not isinstance(data, list):
+            return []
+        return [d for d in data if isinstance(d, str) and d][: self.limit]
+
+    @property
+    def items(self) -> list[str]:
+        """The directories, most recent first."""
+        return list(self._items)
+
+    def add(self, directory: Path) -> None:
+        """`directory` was just used: first in the list (once), the oldest dropped."""
+        path = str(directory)
+        if self._items[:1] == [path]:
+            return
+        self._items = [path, *(d for d in self._items if d != path)][: self.limit]
+        self.version += 1
+        self.changed.set()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temp.write_text(json.dumps(self._items))
+            os.replace(temp, self.path)
+        except OSError as exc:  # the list is a convenience: a full disk must not stop a task
+            log.warning("cannot keep the recent working directories in %s: %s", self.path, exc)

@@ -22,7 +22,14 @@ from orchestra.protocol.agent import (
     WorkerStatusReport,
 )
 from orchestra.protocol.base import Payload, View
-from orchestra.protocol.views import AgentLoad, AgentView, PermissionView, SessionView, TaskView
+from orchestra.protocol.views import (
+    AgentLoad,
+    AgentView,
+    AgentWorkdirs,
+    PermissionView,
+    SessionView,
+    TaskView,
+)
 from orchestra.protocol.web import (
     AgentsList,
     SessionJoin,
@@ -41,6 +48,7 @@ __all__ = [
     "AgentLoad",
     "AgentRegister",
     "AgentView",
+    "AgentWorkdirs",
     "AgentsList",
     "CommandAck",
     "Payload",

@@ -57,6 +57,9 @@ class AgentRegister(Payload):
 class AgentHeartbeat(Payload):
     agent_id: str = Field(min_length=1, max_length=128)
     system_info: SystemInfo | None = None
+    metadata: dict[str, Any] | None = None
+    """Our extension: keys that replace those of the registration's `metadata` (our
+    daemon sends `recentWorkdirs` when its list changed)."""
 
 
 class TaskRef(Payload):

@@ -12,6 +12,14 @@ class AgentLoad(View):
     max: int
 
 
+class AgentWorkdirs(View):
+    """Where the agent runs tasks: the roots it allows, the directories used lately
+    (most recent first), as the agent reported them."""
+
+    roots: list[str] = []
+    recent: list[str] = []
+
+
 class AgentView(View):
     id: str
     name: str
@@ -26,6 +34,8 @@ class AgentView(View):
     """The agent's software version under its 1.0 name (same as `agentVersion`)."""
     system_info: dict[str, float] | None = None
     load: AgentLoad
+    workdirs: AgentWorkdirs | None = None
+    """Our extension; None until the agent has reported any."""
 
 
 class TaskView(View):
