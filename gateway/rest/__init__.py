@@ -6,8 +6,10 @@ from gateway.rest import (
     audit,
     auth,
     health,
+    push,
     sessions,
     tasks,
+    usage,
     users,
     webhooks,
 )
@@ -20,6 +22,8 @@ BLUEPRINTS = [
     ai_configs.bp,
     sessions.bp,
     tasks.bp,
+    usage.bp,
     webhooks.bp,
+    push.bp,
     health.bp,
 ]

@@ -169,7 +169,12 @@ class AgentNamespace(BaseNamespace):
         request = AgentHeartbeat.parse(payload)
         agent_id = self.me(sid, request.agent_id)
         info = request.system_info.model_dump() if request.system_info else None
-        await self.node.system.ref(agent_address(agent_id)).tell("heartbeat", {"systemInfo": info})
+        await self.node.system.ref(agent_address(agent_id)).tell(
+            "heartbeat", {"systemInfo": info, "metadata": request.metadata}
+        )
+        # Each heartbeat is answered by a ping: its pong gives the agent's latency (the
+        # round trip through this node), which AgentView shows.
+        await self.send(sid, "ping", {"timestamp": int(time.time() * 1000)})
         return {}
 
     async def on_pong(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +226,7 @@ class AgentNamespace(BaseNamespace):
             seq=seq,
             event=event,
             items=items,
+            notifications_cap=self.node.settings.webhook_stream_max_len,
         )
 
     # -- lifecycle reports: messages to the task actor ---------------------------------

@@ -25,8 +25,9 @@ from orchestra.codec import parse_event_id, to_json
 from orchestra.db.accounts import AccountStore
 from orchestra.db.audit import AuditStore
 from orchestra.db.base import DuplicateError, StoreError, check_fields, guarded
-from orchestra.db.hooks import WebhookStore
+from orchestra.db.hooks import PushStore, WebhookStore
 from orchestra.db.models import SessionEventRecord, SessionRecord, TaskRecord, new_id
+from orchestra.db.usage import UsageStore
 
 __all__ = ["DuplicateError", "Store", "StoreError"]
 
@@ -44,7 +45,7 @@ _ARCHIVE_PG = (
 )
 
 
-class Store(AccountStore, WebhookStore, AuditStore):
+class Store(AccountStore, WebhookStore, PushStore, AuditStore, UsageStore):
     """Async access to Orchestra's SQL tables; see the module docstring."""
 
     # ---- sessions --------------------------------------------------------------------------
@@ -211,4 +212,23 @@ class Store(AccountStore, WebhookStore, AuditStore):
             where.append(or_(ms > a_ms, and_(ms == a_ms, seq > a_seq)))
         async with self._session() as s:
             stmt = select(SessionEventRecord).where(*where).order_by(ms, seq).limit(limit)
+            return list((await s.exec(stmt)).all())
+
+    @guarded
+    async def list_events_before(
+        self, session_id: str, *, before: str, limit: int = 1000
+    ) -> list[SessionEventRecord]:
+        """Archived events of a session strictly before ``before``, newest first: the
+        `(session_id, ms, seq)` index read backwards from there."""
+        ms, seq = col(SessionEventRecord.ms), col(SessionEventRecord.seq)
+        b_ms, b_seq = parse_event_id(before)
+        # `ms <= b_ms` is the index's range; the OR only sorts out the rows of that one ms.
+        where = [
+            col(SessionEventRecord.session_id) == session_id,
+            ms <= b_ms,
+            or_(ms < b_ms, seq < b_seq),
+        ]
+        async with self._session() as s:
+            stmt = select(SessionEventRecord).where(*where)
+            stmt = stmt.order_by(ms.desc(), seq.desc()).limit(limit)
             return list((await s.exec(stmt)).all())

@@ -228,7 +228,7 @@ async def test_web_handshakes_without_valid_credentials_are_refused(gate: Gate) 
         "expired token": {"token": user_token(gate.jwt_secret, uid, iat=past, exp=past + 60)},
         "forged token": {"token": user_token("some-other-key-" + "k" * 32, uid)},
         "unsigned token": {
-            "token": jwt.encode({"sub": uid, "typ": "access", "exp": past + 7200}, None, "none")
+            "token": jwt.encode({"sub": uid, "typ": "access", "exp": past + 7200}, "", "none")
         },
         "refresh token": {"token": user_token(gate.jwt_secret, uid, typ="refresh")},
         "token without expiry": {"token": user_token(gate.jwt_secret, uid, exp=None)},
