@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack_requested", default=True)
 
 #: attachments one binary packet may announce (no event of the protocol takes any: they
-#: are refused, but the packet is read to its end so that the refusal can be answered)
-MAX_ATTACHMENTS = 10
+#: are refused, but the packet is read to its end so that the refusal can be answered;
+#: they are counted, not kept, so the bound is on a client's patience, not our memory)
+MAX_ATTACHMENTS = 1000
 
 #: names Socket.IO keeps for itself; a client may not send them as events
 RESERVED_EVENTS = frozenset(
@@ -54,6 +55,7 @@ class StrictJSON:
 
 class StrictPacket(packet.Packet):
     json = StrictJSON
+    attachments_received = 0
 
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:
@@ -69,7 +71,18 @@ class StrictPacket(packet.Packet):
             raise ValueError("a binary ack packet")
         if attachments > MAX_ATTACHMENTS:
             raise ValueError(f"{attachments} attachments announced")
+        self.attachments_received = 0
         return attachments
+
+    def add_attachment(self, attachment: Any) -> bool:
+        # Counted and dropped: the event is refused whatever its bytes (see below).
+        if self.attachment_count <= self.attachments_received:
+            raise ValueError("Unexpected binary attachment")
+        self.attachments_received += 1
+        if self.attachments_received < self.attachment_count:
+            return False
+        self.data = self.reconstruct_binary(self.data, [])  # type: ignore[has-type]
+        return True
 
     @classmethod
     def reconstruct_binary(cls, data: Any, attachments: list[Any]) -> Any:

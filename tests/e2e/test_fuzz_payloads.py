@@ -716,6 +716,9 @@ async def test_non_strict_json_is_param_001_and_the_connection_stays_usable(
             await fuzzer.send(namespace, event, Case(name, [{"x": value}]), ack=False)
         # A binary attachment as the whole payload, and the payload a bare non-strict number.
         await fuzzer.send(namespace, sorted(templates)[0], Case("binary", [b"\x00" * 16]))
+        # Every field of a payload binary: dozens of attachments, refused like one.
+        many = {f"f{n}": bytes([n]) * 4 for n in range(40)}
+        await fuzzer.send(namespace, sorted(templates)[0], Case("40 attachments", [many]))
         for raw in ("NaN", "Infinity", "-Infinity", "1e400", "1" * 40):
             await fuzzer.send(namespace, sorted(templates)[-1], Case(raw, [Raw(raw, raw)]))
     await finish(target, fuzzer, tally, log_from)
