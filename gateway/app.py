@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: counted by address: a token sent along must not move sign-in attempts to another bucket
 _BY_ADDRESS = frozenset({"/api/auth/login", "/api/auth/refresh"})
+# The REST API, and the agents' health (admins only); `/health` itself answers anyone.
+_AUTHENTICATED = ("/api/", "/health/")
 
 
 def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
@@ -34,6 +36,9 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     app.config.WEBSOCKET_MAX_SIZE = node.transport_limit
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.config.FALLBACK_ERROR_FORMAT = "json"
+    # Stopping, the node closes every socket itself (below): what is left to wait for is
+    # REST requests in flight, not peers slow to acknowledge a websocket's close.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout_s
     node.sio.attach(app)
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
@@ -60,7 +65,7 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
         """Every REST call: who is calling (checked against revocations), then their rate
         limit, counted by user, or by address before login. Signing in and refreshing
         always count by address, whatever token comes along."""
-        if not request.path.startswith("/api/"):
+        if not request.path.startswith(_AUTHENTICATED):
             return
         request.ctx.principal = None
         request.ctx.auth_error = None

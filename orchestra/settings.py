@@ -131,6 +131,8 @@ class Settings(BaseModel):
     handshake_max_skew_s: float = Field(300.0, gt=0)
     partitions: int = Field(16, gt=0, le=4096)
     ask_timeout_s: float = Field(10.0, gt=0)
+    # How long a stopping gateway waits for requests in flight before it closes them.
+    shutdown_timeout_s: float = Field(3.0, ge=0)
     lease_ttl_s: float = Field(6.0, gt=0)
     dispatch_strategy: str = "least-connections"
     # The newest events a session's Redis stream keeps; older ones are archived to SQL

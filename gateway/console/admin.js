@@ -1,16 +1,19 @@
 // @ts-check
-/** What admins see: users (create, disable, reset a password) and this node's health. */
+/** What admins see: users (create, disable, reset a password), this node's health and
+ * the agents' (`/health/agents`). */
 import { html, useEffect, useState } from "./vendor/preact-htm.module.js";
 import { api } from "./api.js";
 
 export function Admin() {
   const [users, setUsers] = useState(/** @type {any[]} */ ([]));
   const [health, setHealth] = useState(/** @type {any} */ (null));
+  const [agents, setAgents] = useState(/** @type {any} */ (null));
   const [message, setMessage] = useState("");
   const load = async () => {
     setUsers((await api("GET", "/api/users")).users);
     const response = await fetch("/health");
     setHealth(await response.json());
+    setAgents(await api("GET", "/health/agents"));
   };
   useEffect(() => {
     void load().catch((e) => setMessage(String(e.message)));
@@ -80,5 +83,15 @@ export function Admin() {
         ([name, check]) => html`<dt>${name}</dt><dd>${/** @type {any} */ (check).status}</dd>`,
       )}
     </dl>`}
+    <h2>Agents</h2>
+    ${agents && html`<p role="status" class="note">${agents.healthyAgents} of ${agents.totalAgents} healthy</p>
+      <ul class="agent-health">
+        ${agents.agents.map(
+          (/** @type {any} */ a) => html`<li>
+            <span class=${a.healthy ? "healthy" : "unhealthy"}>${a.healthy ? "healthy" : "unhealthy"}</span>
+            <strong>${a.name}</strong> ${a.status}${a.latency != null ? ` · ${Math.round(a.latency)} ms` : ""}
+          </li>`,
+        )}
+      </ul>`}
   </section>`;
 }

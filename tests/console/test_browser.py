@@ -156,8 +156,10 @@ async def test_an_admin_creates_and_disables_a_user_and_sees_the_gateway_healthy
     await page.get_by_role("status").filter(has_text="bob disabled").wait_for()
     assert (await asyncio.to_thread(http, "POST", login, credentials))[0] == 401
     await page.get_by_role("button", name="Enable bob").wait_for()
-    # This node's health at a glance.
-    await page.get_by_text("healthy", exact=True).wait_for()
+    # This node's health at a glance, and the agents' (alice's box is online).
+    await page.locator("dl.health").get_by_text("healthy", exact=True).wait_for()
+    await page.get_by_role("status").filter(has_text="1 of 1 healthy").wait_for()
+    await page.locator(".agent-health li").filter(has_text="box").get_by_text("healthy").wait_for()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "6-admin.png"), full_page=True)
     # Someone who is not an admin has no admin page.

@@ -678,3 +678,32 @@ async def test_health(deployment: Deployment) -> None:
         return len(body["partitions"]) == 16
 
     await wait_for(all_partitions, what="the node to hold all 16 partitions", timeout_s=30)
+
+
+async def test_health_of_the_agents_is_for_admins(running: Running) -> None:
+    url = running.gateway.url + "/health/agents"
+    assert (await api("GET", url)).status == 401
+    refused = await api("GET", url, token=running.token)  # alice is no admin
+    assert (refused.status, refused.body["error"]["code"]) == (403, "AUTH_002")
+    await running.deployment.create_user("root", "root's long password", admin=True)
+    root = (await log_in(running.gateway.url, "root", "root's long password"))["accessToken"]
+
+    async def measured() -> Any:
+        body = await ok("GET", url, token=root)
+        return body if body["agents"] and body["agents"][0]["latency"] is not None else None
+
+    summary = await wait_for(measured, what="the agent's ping measured")
+    assert (summary["totalAgents"], summary["healthyAgents"]) == (1, 1)
+    (agent,) = summary["agents"]
+    assert (agent["agentId"], agent["name"], agent["status"]) == (running.agent_id, "box", "online")
+    assert agent["healthy"] is True and 0 <= agent["latency"] < 5000 and agent["lastCheck"]
+
+    # Its daemon gone, the agent is offline, and not healthy.
+    running.agent.kill()
+
+    async def offline() -> Any:
+        body = await ok("GET", url, token=root)
+        return body if body["agents"][0]["status"] == "offline" else None
+
+    summary = await wait_for(offline, what="the agent offline", timeout_s=90)
+    assert summary["healthyAgents"] == 0 and summary["agents"][0]["healthy"] is False
