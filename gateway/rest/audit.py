@@ -21,10 +21,9 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from gateway.rest.common import admin, node_of
+from gateway.rest.common import admin, bad_param, node_of, query_limit
 from orchestra.codec import format_timestamp
 from orchestra.db.models import AuditEntry
-from orchestra.errors import InvalidParameters
 
 bp = Blueprint("audit", url_prefix="/api/audit")
 
@@ -46,20 +45,6 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _bad(field: str, problem: str) -> InvalidParameters:
-    return InvalidParameters(
-        "invalid parameters", {"errors": [{"field": field, "problem": problem}]}
-    )
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
 def _before(raw: str | None) -> int | datetime | None:
     if raw is None:
         return None
@@ -68,14 +53,14 @@ def _before(raw: str | None) -> int | datetime | None:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise _bad("before", "must be an entry id or an ISO-8601 time") from None
+        raise bad_param("before", "must be an entry id or an ISO-8601 time") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _filter(request: Request, name: str) -> str | None:
     value: str | None = request.args.get(name)
     if value is not None and not 0 < len(value) <= _MAX_FILTER:
-        raise _bad(name, f"must be 1 to {_MAX_FILTER} characters")
+        raise bad_param(name, f"must be 1 to {_MAX_FILTER} characters")
     return value
 
 
@@ -83,7 +68,7 @@ def _filter(request: Request, name: str) -> str | None:
 async def list_audit(request: Request) -> HTTPResponse:
     admin(request)
     entries = await node_of(request).store.list_audit(
-        limit=_limit(request.args.get("limit")),
+        limit=query_limit(request.args.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIMIT),
         before=_before(request.args.get("before")),
         action=_filter(request, "action"),
         actor_id=_filter(request, "actorId"),

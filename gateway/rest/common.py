@@ -77,3 +77,20 @@ def changes(
                 "invalid parameters", {"errors": [{"field": name, "problem": "may not be null"}]}
             )
     return {name: getattr(given, name) for name in fields if name in sent}
+
+
+def bad_param(field: str, problem: str) -> InvalidParameters:
+    """PARAM_001 naming the query or body field at fault and what is wrong with it."""
+    return InvalidParameters(
+        f"invalid parameters ({field}: {problem})",
+        {"errors": [{"field": field, "problem": problem}]},
+    )
+
+
+def query_limit(raw: str | None, *, default: int, maximum: int) -> int:
+    """A `?limit=`: `default` when absent, PARAM_001 unless an integer in [1, maximum]."""
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise bad_param("limit", f"must be an integer from 1 to {maximum}")
+    return int(raw)

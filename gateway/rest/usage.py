@@ -32,7 +32,7 @@ from sanic.response import HTTPResponse, json
 
 from actors.values import read_fields
 from gateway.node import Node
-from gateway.rest.common import caller, node_of
+from gateway.rest.common import bad_param, caller, node_of, query_limit
 from orchestra import keys
 from orchestra.codec import format_timestamp
 from orchestra.db.usage import (
@@ -40,7 +40,7 @@ from orchestra.db.usage import (
     Grouping,
     UsageGroup,
 )
-from orchestra.errors import Forbidden, InvalidParameters
+from orchestra.errors import Forbidden
 
 bp = Blueprint("usage", url_prefix="/api/usage")
 
@@ -50,20 +50,13 @@ MAX_LIMIT = 10_000
 _TOKEN_FIELDS = tuple(f for f in USAGE_FIELDS if f != "costUsd")
 
 
-def _bad(field: str, problem: str) -> InvalidParameters:
-    return InvalidParameters(
-        f"invalid parameters ({field}: {problem})",
-        {"errors": [{"field": field, "problem": problem}]},
-    )
-
-
 def _moment(request: Request, field: str, *, end: bool) -> datetime | None:
     """A time, or a date: its start (`from`), or the start of the next day (`to`)."""
     raw: str | None = request.args.get(field)
     if raw is None or raw == "":
         return None
     if len(raw) > 64:
-        raise _bad(field, "must be an ISO-8601 date or time")
+        raise bad_param(field, "must be an ISO-8601 date or time")
     try:
         if len(raw) == 10:
             day = date.fromisoformat(raw)
@@ -71,16 +64,8 @@ def _moment(request: Request, field: str, *, end: bool) -> datetime | None:
             return start + timedelta(days=1) if end else start
         moment = datetime.fromisoformat(raw)
     except (ValueError, OverflowError):
-        raise _bad(field, "must be an ISO-8601 date or time") from None
+        raise bad_param(field, "must be an ISO-8601 date or time") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _flag(raw: str | None, field: str) -> bool:
@@ -88,7 +73,7 @@ def _flag(raw: str | None, field: str) -> bool:
         return False
     if raw in ("1", "true"):
         return True
-    raise _bad(field, "must be 1 or 0")
+    raise bad_param(field, "must be 1 or 0")
 
 
 def _numbers(group: UsageGroup) -> dict[str, Any]:
@@ -130,15 +115,15 @@ async def get_usage(request: Request) -> HTTPResponse:
     who = caller(request)
     by = request.args.get("by") or "day"
     if by not in GROUPINGS:
-        raise _bad("by", "must be session, agent or day")
+        raise bad_param("by", "must be session, agent or day")
     everyone = _flag(request.args.get("all"), "all")
     if everyone and not who.is_admin:
         raise Forbidden("only administrators see everyone's usage")
     since = _moment(request, "from", end=False)
     until = _moment(request, "to", end=True)
     if since is not None and until is not None and until < since:
-        raise _bad("to", "is before from")
-    limit = _limit(request.args.get("limit"))
+        raise bad_param("to", "is before from")
+    limit = query_limit(request.args.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
     owner_id = None if everyone else who.user_id
     node = node_of(request)
     await _refresh_live(node, owner_id)

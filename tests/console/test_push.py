@@ -24,7 +24,7 @@ from tests.console.conftest import needs_chromium, signed_in
 from tests.support.ai import FAKE_TOOLS, start_ai
 from tests.support.console import sign_in
 from tests.support.processes import Deployment, wait_for
-from tests.support.push import HELD, Device, serve_push
+from tests.support.push import HELD, Device, serve_push, settled
 from tests.support.running import PASSWORD, Running
 from tests.support.web import WebClient, login
 
@@ -69,14 +69,6 @@ SHOWN = """async (tag) => (await (await navigator.serviceWorker.ready).getNotifi
 async def holder(redis: Redis) -> str | None:
     pending = await redis.xpending_range(keys.webhook_events(), GROUP, "-", "+", 10)
     return str(pending[0]["consumer"]) if pending else None
-
-
-async def settled(redis: Redis) -> bool:
-    last: Any = await redis.xrevrange(keys.webhook_events(), count=1)
-    for group in await redis.xinfo_groups(keys.webhook_events()):
-        if group["name"] == GROUP:
-            return bool(last) and group["last-delivered-id"] == last[0][0] and not group["pending"]
-    return False
 
 
 @FAKE_TOOLS

@@ -14,11 +14,10 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from gateway.web_push import topic
-from orchestra import keys
 from tests.e2e.test_rest import api, ok
 from tests.support.ai import FAKE_TOOLS, answer_request, start_ai
 from tests.support.processes import Deployment, wait_for
-from tests.support.push import Device, PushService, serve_push
+from tests.support.push import Device, PushService, serve_push, settled
 from tests.support.running import PASSWORD, Running
 from tests.support.web import login
 
@@ -172,7 +171,11 @@ async def test_a_prompt_and_a_turns_end_reach_the_devices_that_want_them(
         assert (ended["kind"], ended["title"]) == ("input.requested", "Waiting for your input")
         assert ended["tag"].startswith(f"{started['taskId']}:") and ended["url"] == message["url"]
         # The laptop wanted failures only; the stream's entries are all handled by now.
-        await wait_for(lambda: settled(running), what="every push handled")
+        redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+        try:
+            await wait_for(lambda: settled(redis), what="every push handled")
+        finally:
+            await redis.aclose()
         assert push.of("laptop") == []
         assert len(push.of("phone")) == 2
     finally:
@@ -202,18 +205,3 @@ async def test_a_subscription_the_push_service_says_is_gone_is_removed(
 async def _none_left(running: Running) -> bool:
     listed = await api("GET", url(running), token=running.token)
     return listed.body["subscriptions"] == []
-
-
-async def settled(running: Running) -> bool:
-    """Whether the push consumers have read every notification and acknowledged it."""
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
-    try:
-        last: Any = await redis.xrevrange(keys.webhook_events(), count=1)
-        for group in await redis.xinfo_groups(keys.webhook_events()):
-            if group["name"] == "push":
-                return (
-                    bool(last) and group["last-delivered-id"] == last[0][0] and not group["pending"]
-                )
-        return False
-    finally:
-        await redis.aclose()

@@ -19,11 +19,14 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
+from redis.asyncio import Redis
 
+from gateway.web_push import GROUP
+from orchestra import keys
 from orchestra.redis_server import free_port
 from tests.support.webhooks import serving
 
-__all__ = ["Device", "PushService", "Pushed", "b64url", "serve_push"]
+__all__ = ["Device", "PushService", "Pushed", "b64url", "serve_push", "settled"]
 
 HELD = 0  # the status of a push the service never answered
 
@@ -136,3 +139,12 @@ async def serve_push() -> AsyncIterator[PushService]:
             yield service
         finally:
             service.release.set()  # a held push is answered before the server stops
+
+
+async def settled(redis: Redis) -> bool:
+    """Whether the push consumers have read every notification and acknowledged it."""
+    last: Any = await redis.xrevrange(keys.webhook_events(), count=1)
+    for group in await redis.xinfo_groups(keys.webhook_events()):
+        if group["name"] == GROUP:
+            return bool(last) and group["last-delivered-id"] == last[0][0] and not group["pending"]
+    return False
