@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sanic import Request, Sanic
@@ -51,9 +52,21 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     @app.before_server_stop
     async def close_sockets(app: Sanic) -> None:
         """Close every socket while the node can still act on it (an agent goes offline at
-        once and reconnects elsewhere), leaving no ping task of theirs behind."""
-        if node.sio.eio.sockets:
-            await node.sio.eio.disconnect()
+        once and reconnects elsewhere), leaving no ping task of theirs behind. A socket's
+        close waits until its peer took the close packet, which a polling client that
+        stopped polling never does: past the shutdown timeout the node stops anyway."""
+        eio = node.sio.eio
+        closing = [
+            asyncio.create_task(socket.close(reason=eio.reason.SERVER_DISCONNECT))
+            for socket in eio.sockets.values()
+        ]
+        if closing:
+            _, unfinished = await asyncio.wait(closing, timeout=settings.shutdown_timeout_s)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                log.info("stopping with %d sockets not closed cleanly", len(unfinished))
+        eio.sockets = {}
         await node.sio.shutdown()
 
     @app.after_server_stop

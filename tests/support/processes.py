@@ -120,6 +120,8 @@ class Deployment:
             ORCHESTRA_RATE_LIMIT_REQUESTS="1000000",
             # The chaos tests watch with many sockets of one user; the caps have their tests.
             ORCHESTRA_MAX_SOCKETS_PER_USER="1000",
+            # Each test stops its gateways: no request of a test is in flight by then.
+            ORCHESTRA_SHUTDOWN_TIMEOUT_S="1",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
