@@ -5,13 +5,22 @@
  * Each watched session joins with `batch: true` and gets `session:events` frames; the
  * page keeps the last eventId it handled, so a replay after a reconnect adds nothing
  * twice (events at or before it are skipped). A `session:resync` (the stream no longer
- * holds what we missed) loads the history over REST from there, then joins again.
+ * holds what we missed) loads the history over REST from there, then joins again; a
+ * watcher that shows only the newest (`{newest: true}`) gets the newest page instead, as
+ * one `session:history` event, however long the page was away.
  */
 import { io } from "./vendor/socket.io.esm.min.js";
 import { api, current, refresh } from "./api.js";
 
 /** @typedef {{event: string, data: any}} SessionEvent */
 /** @typedef {(events: SessionEvent[]) => void} Handler */
+/** @typedef {{handler: Handler, lastEventId: string | null, epoch: string | null, joined: boolean, newest: boolean}} Watch */
+
+/** Past any eventId Redis will make (milliseconds in the year 287,396): `before` it is the
+ * newest page. */
+const NEWEST = "9007199254740991-0";
+/** Events in the newest page a `{newest: true}` watcher gets on a resync. */
+const NEWEST_PAGE = 500;
 
 /** @param {string} id */
 export function eventKey(id) {
@@ -30,7 +39,7 @@ export class Live {
   /** @param {(state: string) => void} onState */
   constructor(onState) {
     this.onState = onState;
-    /** @type {Map<string, {handler: Handler, lastEventId: string | null, epoch: string | null, joined: boolean}>} */
+    /** @type {Map<string, Watch>} */
     this.watched = new Map();
     /** Told of each event that is news to the page (not the history a first join replays).
      * @type {Set<(sessionId: string, item: SessionEvent) => void>} */
@@ -81,9 +90,12 @@ export class Live {
   }
 
   /** Watch a session: `handler` gets its events, replayed then live, each once, in order.
-   * @param {string} sessionId @param {Handler} handler */
-  watch(sessionId, handler) {
-    this.watched.set(sessionId, { handler, lastEventId: null, epoch: null, joined: false });
+   * With `newest`, a resync skips what was missed: the handler gets `session:history`
+   * `{events, firstEventId, hasMore}`, the newest page, and the events after it follow.
+   * @param {string} sessionId @param {Handler} handler @param {{newest?: boolean}} [options] */
+  watch(sessionId, handler, options = {}) {
+    const newest = Boolean(options.newest);
+    this.watched.set(sessionId, { handler, lastEventId: null, epoch: null, joined: false, newest });
     if (this.socket.connected) void this._join(sessionId);
     return () => {
       this.watched.delete(sessionId);
@@ -137,6 +149,19 @@ export class Live {
   async _resync(sessionId) {
     const watch = this.watched.get(sessionId);
     if (!watch) return;
+    if (watch.newest && watch.lastEventId) {
+      const page = await api("GET", `/api/sessions/${sessionId}/events?limit=${NEWEST_PAGE}&before=${NEWEST}`);
+      if (this.watched.get(sessionId) !== watch) return;
+      const events = page.events.map((/** @type {any} */ e) => ({ event: e.event, data: e.data }));
+      const last = events.length ? events[events.length - 1].data.eventId : null;
+      if (last && after(last, watch.lastEventId)) {
+        watch.lastEventId = last;
+        watch.handler([{ event: "session:history", data: { events, firstEventId: page.firstEventId, hasMore: page.hasMore } }]);
+      }
+      watch.epoch = null;
+      await this._join(sessionId);
+      return;
+    }
     for (;;) {
       const query = watch.lastEventId ? `&after=${encodeURIComponent(watch.lastEventId)}` : "";
       const page = await api("GET", `/api/sessions/${sessionId}/events?limit=1000${query}`);

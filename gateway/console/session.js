@@ -54,7 +54,12 @@ export function SessionView({ live, sessionId }) {
           const session = data.session;
           setTitle(session.title || (session.tasks[0] ? `${session.tasks[0].tool} session` : "session"));
           for (const task of session.tasks) tasks.current.set(task.id, task.status);
+          // What is pending now, read after the replay: prompts answered while this page
+          // was away (and not replayed to it) are gone.
+          permissions.current.clear();
           for (const p of data.pendingPermissions) permissions.current.set(p.permissionId, p);
+        } else if (event === "session:history") {
+          showNewest(data);
         } else if (event === "session:error") {
           setError(describe(data));
         } else if (event === "worker:status") {
@@ -68,9 +73,31 @@ export function SessionView({ live, sessionId }) {
         if (id) win.live(id, toEntry(event, data, tools), pinned);
       }
       bump();
-    });
+    }, { newest: true });
     return stop;
   }, [sessionId]);
+
+  /** The newest page, after a resync (the page was away longer than the stream keeps):
+   * a window at the newest starts again from it; one scrolled back keeps its place and
+   * learns how far the newest now is.
+   * @param {{events: any[], firstEventId: string, hasMore: boolean}} page */
+  const showNewest = (page) => {
+    const last = page.events[page.events.length - 1].data.eventId;
+    const v = view.current;
+    if (win.following && !win.pending) {
+      win.reset(entriesOf(page.events), page.firstEventId, page.hasMore, last);
+      win.liveLastId = last;
+      v.pinned = true;
+      v.toEnd = true;
+    } else {
+      // The read under way (if any) is stale: the next read starts from the newest.
+      v.generation++;
+      win.abandonCatchUp();
+      win.following = false;
+      win.liveLastId = last;
+      win.missed += page.events.length;
+    }
+  };
 
   /** Remembers where the block at the top of the view is, before content changes above it. */
   const capture = () => {

@@ -1,6 +1,7 @@
 """The console across what a laptop goes through: its access token expiring (refreshed,
 signed in all along), and a network gone long enough that the session's live stream no
-longer holds what the page missed (`session:resync`: the history over REST, then live)."""
+longer holds what the page missed (`session:resync`: the newest page over REST, then live;
+what came before it is scrolled back to)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ async def test_a_page_offline_past_the_live_stream_resyncs_every_line_once(
 ) -> None:
     page, errors = await signed_in(browser, running)
     go = tmp_path / "go"
-    lines = 300
+    lines = 1500  # three pages of history: the page reads the newest, not all of it
     # Ten lines, then the rest once the test says so (while the page is offline).
     program = (
         "import os, time\n"
@@ -101,15 +102,30 @@ async def test_a_page_offline_past_the_live_stream_resyncs_every_line_once(
     await page.context.set_offline(False)
     await page.get_by_role("status").filter(has_text="connected").wait_for()
     await log.get_by_text(f"line {lines}", exact=True).wait_for(timeout=60_000)
-
-    async def all_there() -> bool:
-        return len(await log.locator("pre.line").all_text_contents()) >= lines
-
-    await wait_for(all_there, what="every line")
+    shown = await log.locator("pre.line").all_text_contents()
+    # The newest page and what followed, once each, in order, up to the last line.
+    first = int(shown[0].split()[1])
+    assert first > 10 and shown == [f"line {n}" for n in range(first, lines + 1)], shown[:3]
+    assert [url for url in history if "before=" in url], history
+    assert not [url for url in history if "after=" in url], "read forward, page after page"
+    # What the page missed before that is scrolled back to, each line once.
+    earlier = page.get_by_role("button", name="Load earlier entries")
+    beginning = log.get_by_text("Beginning of the session")
+    while not await beginning.count():
+        await earlier.click()
+        await wait_for(
+            lambda: _settled(earlier, beginning), what="a page of earlier entries", timeout_s=30
+        )
     shown = await log.locator("pre.line").all_text_contents()
     assert shown == [f"line {n}" for n in range(1, lines + 1)]
-    assert history, "the page resynced over REST"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "9-after-resync.png"))
     # While offline the page's socket failed to connect: the browser says so, nothing else.
     assert [e for e in errors if "ERR_INTERNET_DISCONNECTED" not in e] == []
+
+
+async def _settled(earlier: Any, beginning: Any) -> bool:
+    """The page read is over: its button is back (enabled), or there is nothing before."""
+    if await beginning.count():
+        return True
+    return bool(await earlier.count()) and await earlier.is_enabled()
