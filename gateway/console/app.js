@@ -1,10 +1,12 @@
 // @ts-check
 /** The Orchestra console: sign in, agents, sessions, start workers, watch and drive them.
- * Routes are in the location's hash: `#/` sessions, `#/start`, `#/agents`, `#/usage`, `#/s/<id>`.
+ * Routes are in the location's hash: `#/` sessions, `#/start`, `#/agents`, `#/ai-configs`,
+ * `#/usage`, `#/s/<id>`.
  */
 import { html, render, useEffect, useRef, useState } from "./vendor/preact-htm.module.js";
 import { ApiError, api, current, describe, login, logout, onAuth } from "./api.js";
 import { Admin } from "./admin.js";
+import { AIConfigs } from "./ai.js";
 import { Live } from "./live.js";
 import { SessionView } from "./session.js";
 import { Usage } from "./usage.js";
@@ -145,6 +147,7 @@ function StartForm({ live, agents, started }) {
             <option value="">none: the tool's own login</option>
             ${fitting.map((c) => html`<option value=${c.id}>${c.name}${c.model ? ` (${c.model})` : ""}</option>`)}
           </select>
+          <a class="note" href="#/ai-configs">Add or change AI configs</a>
         </div>
         <label>Model
           <input name="model" autocomplete="off"
@@ -250,6 +253,7 @@ function SessionList({ sessions, waiting, active, admin }) {
   return html`<nav class="sessions" aria-label="Sessions">
     <a class="button" href="#/start">Start a worker</a>
     <a href="#/agents">Agents</a>
+    <a href="#/ai-configs">AI configs</a>
     <a href="#/usage">Usage</a>
     <a href="#/notifications">Notifications</a>
     ${admin && html`<a href="#/admin">Admin</a>`}
@@ -300,7 +304,8 @@ function Console() {
   else if (hash === "#/agents") {
     const refresh = async () => setAgents((await live.call("agents:list")).agents);
     main = html`<${Agents} agents=${agents} reload=${() => void sync()} refresh=${refresh} />`;
-  } else if (hash === "#/usage") main = html`<${Usage} admin=${Boolean(user.isAdmin)} />`;
+  } else if (hash === "#/ai-configs") main = html`<${AIConfigs} />`;
+  else if (hash === "#/usage") main = html`<${Usage} admin=${Boolean(user.isAdmin)} />`;
   else if (hash === "#/admin" && user.isAdmin) main = html`<${Admin} />`;
   else if (hash === "#/notifications") main = html`<${Notifications} />`;
   else main = html`<${StartForm} live=${live} agents=${agents} started=${() => void sync()} />`;
