@@ -19,6 +19,7 @@ import logging
 from collections import deque
 
 from actors.actor import Actor, ActorEnv
+from actors.tracing import turn_context
 from actors.turn import CommitResult, Turn
 from orchestra.aio import cancel_and_wait
 
@@ -64,7 +65,8 @@ class AfterCommit:
     async def _work(self) -> None:
         while self._queue:
             actor, turn, result = self._queue.popleft()
-            await self._run(actor, turn, result)
+            with turn_context(turn.message):
+                await self._run(actor, turn, result)
         self._idle.set()
 
     async def _run(self, actor: Actor, turn: Turn, result: CommitResult) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestra.codec import new_id
+from orchestra.trace import current_trace_id
 
 # One encoder for all: json.dumps with options builds a new encoder at every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
@@ -20,7 +21,10 @@ def encode_field(value: Any) -> str:
 @dataclass(frozen=True, slots=True)
 class Message:
     """One actor message. `id` makes handling idempotent; `reply_to`, set by `ask`, names
-    the reply inbox of the node that waits for the answer (`actors/replies.py`)."""
+    the reply inbox of the node that waits for the answer (`actors/replies.py`).
+    `trace_id`, the trace id of the request that caused it (by default the one bound
+    where it is made: a handler's, or the turn's that sends it), is bound again while
+    the message's turn runs (`orchestra/trace.py`)."""
 
     to: str
     type: str
@@ -28,6 +32,7 @@ class Message:
     sender: str = ""
     id: str = field(default_factory=new_id)
     reply_to: str | None = None
+    trace_id: str = field(default_factory=current_trace_id)
 
     def fields(self) -> dict[str, str]:
         out = {
@@ -39,6 +44,8 @@ class Message:
         }
         if self.reply_to:
             out["reply_to"] = self.reply_to
+        if self.trace_id:
+            out["trace"] = self.trace_id
         return out
 
     @classmethod
@@ -50,4 +57,5 @@ class Message:
             sender=raw.get("sender", ""),
             id=raw.get("id", ""),
             reply_to=raw.get("reply_to") or None,
+            trace_id=raw.get("trace", ""),
         )

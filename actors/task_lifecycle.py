@@ -11,6 +11,7 @@ queues the owner's webhook notifications, all in the same turn.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from actors import permissions
 from actors.addresses import agent_address
 from actors.dispatcher import DISPATCHER
 from actors.notifications import notify
-from actors.turn import Turn
+from actors.turn import AfterCommit, CommitResult, Turn
 from orchestra import keys
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "move",
     "release_agent",
 ]
+
+log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"completed", "error", "cancelled", "lost"})
 
@@ -81,6 +84,7 @@ def move(
     turn.set(status=status, **fields)
     emit_status(turn, message, previous)
     if status in TERMINAL and previous not in TERMINAL:
+        turn.after_commit(_log_end(turn.state["id"], status, previous))
         permissions.end_all(turn)
         if turn.state.get("agentId"):
             turn.tell(
@@ -147,6 +151,16 @@ def release_agent(turn: Turn) -> None:
     if agent_id:
         turn.tell(agent_address(agent_id), "task:finished", {"taskId": turn.state["id"]})
     turn.set(agentId=None)
+
+
+def _log_end(task_id: str, status: str, previous: str | None) -> AfterCommit:
+    """One line when a task ends, once that is written (under the trace id of what
+    ended it: the agent's report carries the one its task was assigned under)."""
+
+    async def logged(result: CommitResult) -> None:
+        log.info("task %s: %s (was %s)", task_id, status, previous)
+
+    return logged
 
 
 def _queue_entry(turn: Turn) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 from actors.addresses import Address
 from actors.messages import Message
 from actors.messages import encode_field as encode_field  # where turns take it from
+from orchestra.trace import current_trace_id
 
 AfterCommit = Callable[["CommitResult"], Awaitable[None]]
 Write = Callable[[Any], None]  # queues one more command on the commit (`writes.py`)
@@ -84,7 +85,11 @@ class Turn:
         self.events.append(SessionEvent(session_id, event, data))
 
     def command(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
-        """Queue a command in an agent's outbox; it gets the next commandId."""
+        """Queue a command in an agent's outbox; it gets the next commandId, and the
+        turn's trace id as `traceId` (the agent logs its work on it under that id)."""
+        trace_id = self.message.trace_id or current_trace_id()
+        if trace_id:
+            data = {**data, "traceId": trace_id}
         self.commands.append(AgentCommand(agent_id, event, data))
 
     def tell(self, to: Address, type: str, body: dict[str, Any] | None = None) -> None:

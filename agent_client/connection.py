@@ -27,6 +27,7 @@ from typing import Any
 
 import socketio
 
+from orchestra import trace
 from orchestra.codec import ALGORITHMS, compress, decompress, envelope
 from orchestra.errors import OrchestraError
 from orchestra.settings import Settings
@@ -261,11 +262,20 @@ class AgentConnection:
             if not isinstance(payload, dict):
                 log.warning("dropped a %s whose payload is not an object", event)
                 return None
+            # The command's trace id (PROTOCOL.md §1 `traceId`, or a new one) on the log
+            # lines of its handling, and on the task's reports (`tasks.py`).
+            token = trace.start(
+                traceId=trace.adopt(payload.get("traceId")),
+                event=event,
+                taskId=trace.plain_id(payload.get("taskId")),
+            )
             try:
                 return await handler(payload)
             except Exception:
                 log.exception("handling %s failed", event)
                 return None
+            finally:
+                trace.reset(token)
 
         return receive
 

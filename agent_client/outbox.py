@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from agent_client.connection import LinkDown, response_error
 from agent_client.frames import Frame, FrameWindow, next_frame
 from agent_client.spool import FinalEvents, Spool
+from orchestra import trace
 from orchestra.aio import cancel_and_wait
 
 __all__ = ["Link", "Sender", "TaskOutbox"]
@@ -108,6 +109,11 @@ class TaskOutbox:
         self._ids: dict[str, Any] = {"taskId": self.task_id, "agentId": agent_id}
         if self.attempt is not None:
             self._ids["attempt"] = self.attempt
+        # The trace id of the command that started the task, on its control events (not
+        # on output frames: the hot path carries nothing more). PROTOCOL.md §1 `traceId`.
+        trace_id = spool.meta.get("traceId")
+        self.trace_id = trace_id if isinstance(trace_id, str) and trace_id else ""
+        self._trace = {"traceId": self.trace_id} if self.trace_id else {}
         self._on_stale = on_stale
         self.stale = False
         self._ack_timeout_s = ack_timeout_s
@@ -145,7 +151,8 @@ class TaskOutbox:
         on_refused: Callable[[str, str], None] | None = None,
     ) -> None:
         """A control event, sent once the output so far is acknowledged (not spooled)."""
-        self._controls.append(_Control(event, self._ids | fields, self.spool.last_seq, on_refused))
+        payload = self._ids | fields | self._trace
+        self._controls.append(_Control(event, payload, self.spool.last_seq, on_refused))
         self._wake.set()
 
     def discard_controls(self) -> None:
@@ -192,7 +199,7 @@ class TaskOutbox:
 
     def _queue_final(self, events: FinalEvents) -> None:
         for event, payload in events:
-            self._controls.append(_Control(event, payload, self.spool.last_seq))
+            self._controls.append(_Control(event, payload | self._trace, self.spool.last_seq))
 
     def _complete(self) -> bool:
         return (
@@ -202,6 +209,7 @@ class TaskOutbox:
         )
 
     async def _run(self) -> None:
+        trace.bind(traceId=self.trace_id, taskId=self.task_id)  # this task's log lines
         epoch = -1
         sent = 0
         while not self._complete():

@@ -39,6 +39,7 @@ from agent_client.workers import (
     WorkerSpec,
     WorkerStartError,
 )
+from orchestra import trace
 from orchestra.aio import cancel_and_wait
 from orchestra.crypto import unseal_for_agent
 from orchestra.settings import Settings
@@ -150,8 +151,14 @@ class TaskManager:
         tool = str(task.get("tool", ""))
         parameters = task.get("parameters") if isinstance(task.get("parameters"), dict) else {}
         assert isinstance(parameters, dict)
+        # The command's trace id goes with every report of the task (`outbox.py`).
         spool = Spool.create(
-            self._spool_dir, task_id, tool=tool, commandId=command_id, attempt=attempt
+            self._spool_dir,
+            task_id,
+            tool=tool,
+            commandId=command_id,
+            attempt=attempt,
+            traceId=trace.current_trace_id() or None,
         )
         outbox = self._new_outbox(spool)
         entry = _Task(outbox)
@@ -164,6 +171,8 @@ class TaskManager:
             if code is not None:
                 rejection["code"] = code
             outbox.finish([("task:rejected", rejection)])
+        else:
+            log.info("task %s: started a %s worker, attempt %s", task_id, tool, attempt)
         outbox.start()
 
     async def _start(

@@ -31,7 +31,7 @@ LOCAL_AGENT = "local"
 
 def up(args: argparse.Namespace) -> int:
     try:
-        configure("INFO")
+        configure("INFO", _log_format(args))
         data_dir: Path = args.data_dir.resolve()
         # Secrets live in it: the owner's only (an existing folder is tightened, and logged).
         make_private_dir(data_dir)
@@ -50,6 +50,7 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         env.update(
             ORCHESTRA_REDIS_URL=redis.url,
             ORCHESTRA_DATA_DIR=str(data_dir),
+            ORCHESTRA_LOG_FORMAT=_log_format(args),
         )
         database_url = f"sqlite+aiosqlite:///{data_dir / 'orchestra.db'}"
         env.setdefault("ORCHESTRA_DATABASE_URL", database_url)
@@ -101,6 +102,13 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         for child in reversed(children):
             _stop(child)
         await redis.stop()
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """The children's log format: --log-format, ORCHESTRA_LOG_FORMAT, or text (a person
+    reads them in the terminal `up` runs in)."""
+    given: str | None = getattr(args, "log_format", None)
+    return given or os.environ.get("ORCHESTRA_LOG_FORMAT") or "text"
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

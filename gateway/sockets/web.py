@@ -107,6 +107,10 @@ class WebNamespace(BaseNamespace):
         await self.emit("error", {"code": error.code, "message": error.message}, to=sid)
         await self.disconnect(sid)
 
+    def log_identity(self, sid: str) -> dict[str, str]:
+        principal = self.principals.get(sid)
+        return {"userId": str(principal.user_id)} if principal is not None else {}
+
     async def before_request(self, sid: str, event: str) -> None:
         who = await self.who(sid)
         await self.node.rate_limiter.check(f"user:{who.user_id}")
