@@ -15,12 +15,15 @@ agent's outbox) and the logs only ever hold ciphertext.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from actors.actor import ActorEnv
 from actors.addresses import agent_address
 from actors.task_lifecycle import move
-from actors.turn import Turn
+from actors.turn import AfterCommit, CommitResult, Turn
+from orchestra import metrics
+from orchestra.codec import parse_timestamp
 from orchestra.crypto import decrypt_field, seal_for_agent
 
 __all__ = ["SecretsUnavailable", "assign"]
@@ -78,6 +81,32 @@ async def assign(env: ActorEnv, turn: Turn, agent_id: str) -> None:
         },
     )
     turn.tell(agent_address(agent_id), "task:assigned", {"taskId": task["id"]})
+    turn.after_commit(_log_assigned(task["id"], agent_id, attempt))
+    if attempt == 1:
+        _time_the_wait(turn, task.get("createdAt"))
+
+
+def _time_the_wait(turn: Turn, created_at: Any) -> None:
+    """The dispatch wait, from the task's creation to its first assignment, once the
+    assignment is written."""
+    try:
+        created_s = parse_timestamp(created_at).timestamp()
+    except (TypeError, ValueError, AttributeError):
+        return
+
+    async def observe(result: CommitResult) -> None:
+        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - created_s))
+
+    turn.after_commit(observe)
+
+
+def _log_assigned(task_id: str, agent_id: str, attempt: int) -> AfterCommit:
+    """One line once the assignment is written (under the turn's trace id)."""
+
+    async def logged(result: CommitResult) -> None:
+        log.info("task %s: assigned to agent %s, attempt %d", task_id, agent_id, attempt)
+
+    return logged
 
 
 async def _sealed_secrets(env: ActorEnv, task: dict[str, Any], agent_id: str) -> str | None:

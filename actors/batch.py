@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +38,11 @@ from actors.barrier import guarded_env
 from actors.effects import AfterCommit
 from actors.messages import Message
 from actors.streams import Entry
+from actors.tracing import message_trace_id, turn_context
 from actors.turn import Turn, decode_state
 from actors.turn_commit import Fence, Plan, commit
 from actors.values import read_raw_states, read_states_of
+from orchestra import metrics
 from orchestra.errors import OrchestraError
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class _Done:
 
     actor: Actor | None
     turn: Turn | None
+    kind: str | None = None  # the actor kind it was for (None: no message), for the metrics
+    started: float = 0.0  # time.perf_counter() when its message was taken
 
 
 class _LeaseLost(Exception):
@@ -75,6 +80,7 @@ class BatchRunner:
         self._stale: set[str] = set()  # ...of which a turn wrote other than as changes
         self._failure: BaseException | None = None  # of a commit made at the barrier
         self._read_back: dict[str, str] | None = None
+        self._started = 0.0  # when the turn being handled took its message
 
     async def run(
         self,
@@ -109,12 +115,14 @@ class BatchRunner:
     async def _one(self, entry_id: str, message: Message | None, state_key: str | None) -> bool:
         """Handle one entry, its commit held back; whether someone waits on it (an
         `ask`er for the reply, an agent for a command)."""
+        self._started = time.perf_counter()
         if message is None or state_key is None:  # deleted, or no message at all
             self._hold(entry_id, None, None, None, {})
             return False
         if state_key in self._stale:
             self._states[state_key] = await self._fresh(state_key)
-        actor, turn, reply = await self._handle(message, self._states[state_key])
+        with turn_context(message):  # its trace id and ids on its log lines
+            actor, turn, reply = await self._handle(message, self._states[state_key])
         if self._failure is not None:  # committing at the barrier failed: stop here
             failure, self._failure = self._failure, None
             raise failure
@@ -148,7 +156,7 @@ class BatchRunner:
             written = self._plan.add_turn(entry_id, turn, reply, self.partitions)
         else:
             self._plan.add_reply(entry_id, message, reply)
-        self._held.append(_Done(actor, turn))
+        self._held.append(_Done(actor, turn, self._kind(message), self._started))
         return written
 
     async def _handle(
@@ -171,6 +179,13 @@ class BatchRunner:
             if self._failure is None:  # else it is the failed commit's doing
                 log.exception("actor %s failed on %s (%s)", address, message.type, message.id)
             return None, None, _internal_error(message)
+
+    def _kind(self, message: Message | None) -> str | None:
+        """The metrics' label of the actor kind a message is for (never its id)."""
+        if message is None:
+            return None
+        kind = message.to.partition(":")[0]
+        return kind if kind in self.kinds else "unknown"
 
     async def close(self) -> None:
         """Let the after-commit effects of what was committed run, then stop."""
@@ -211,9 +226,19 @@ class BatchRunner:
             if committed is None:
                 raise _LeaseLost
             self._read_back = committed.read_back
+            _count_turns(held)
             for done, result in zip(held, committed.results, strict=True):
                 if done.actor is not None and done.turn is not None:
                     self.effects.add(done.actor, done.turn, result)
+
+
+def _count_turns(held: list[_Done]) -> None:
+    """Each committed turn, by actor kind, and its time from taking its message."""
+    now = time.perf_counter()
+    for done in held:
+        if done.kind is not None:
+            metrics.ACTOR_TURNS.labels(done.kind).inc()
+            metrics.ACTOR_TURN_SECONDS.labels(done.kind).observe(now - done.started)
 
 
 def _internal_error(message: Message) -> dict[str, Any]:
@@ -221,7 +246,7 @@ def _internal_error(message: Message) -> dict[str, Any]:
         "error": {
             "code": "SYS_001",
             "message": "internal error",
-            "details": {"traceId": message.id},
+            "details": {"traceId": message_trace_id(message)},
         }
     }
 

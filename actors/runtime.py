@@ -36,7 +36,7 @@ from actors.membership import Membership, rendezvous_owner
 from actors.messages import Message
 from actors.replies import ReplyInbox
 from actors.values import read_states_of, text
-from orchestra import keys
+from orchestra import keys, metrics
 from orchestra.aio import cancel_and_wait
 from orchestra.errors import BY_CODE, ConnectionTimeout, OrchestraError
 
@@ -121,13 +121,30 @@ class ActorSystem:
         await self.replies.close()
         with contextlib.suppress(RedisError):
             for partition, holder in list(self._held.items()):
-                await self.env.scripts.lease_release(keys=[keys.lease(partition)], args=[holder])
+                await self.env.scripts.lease_release(keys=_release_keys(partition), args=[holder])
             await self.membership.leave()
         self._held.clear()
 
     @property
     def held_partitions(self) -> list[int]:
         return sorted(self._held)
+
+    async def mailbox_depth(self) -> int:
+        """Messages waiting in the mailboxes of the partitions held: not yet taken (the
+        group's lag) or taken and not yet acknowledged (pending). One round trip."""
+        held = self.held_partitions
+        if not held:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in held:
+                pipe.xinfo_groups(keys.mailbox(partition))
+            answers = await pipe.execute(raise_on_error=False)
+        depth = 0
+        for groups in answers:
+            for group in groups if isinstance(groups, list) else ():
+                if text(group.get("name")) == GROUP:
+                    depth += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        return depth
 
     async def _keep_leases(self) -> None:
         period_s = self.settings.lease_ttl_s / 3
@@ -147,7 +164,7 @@ class ActorSystem:
         for partition, holder in list(self._held.items()):
             if partition not in desired:
                 await self._stop_partition(partition)
-                await scripts.lease_release(keys=[keys.lease(partition)], args=[holder])
+                await scripts.lease_release(keys=_release_keys(partition), args=[holder])
                 del self._held[partition]
             elif not await scripts.lease_renew(
                 keys=[keys.lease(partition)], args=[holder, self.lease_ttl_ms]
@@ -156,12 +173,19 @@ class ActorSystem:
                 await self._stop_partition(partition)
                 del self._held[partition]
         for partition in sorted(desired - set(self._held)):
-            holder = await scripts.lease_acquire(
-                keys=[keys.lease(partition), keys.lease_fence(partition)],
+            answer = await scripts.lease_acquire(
+                keys=[
+                    keys.lease(partition),
+                    keys.lease_fence(partition),
+                    keys.lease_released(partition),
+                ],
                 args=[self.node_id, self.lease_ttl_ms],
             )
-            if holder:
-                self._held[partition] = holder.decode() if isinstance(holder, bytes) else holder
+            if answer:
+                self._held[partition] = text(answer[0])
+                if int(answer[1]):
+                    metrics.LEASE_TAKEOVERS.inc()
+                    log.info("took over partition %d, whose lease had expired", partition)
                 self._loops[partition] = asyncio.create_task(
                     self._run_partition(partition), name=f"partition-{partition}"
                 )
@@ -292,6 +316,11 @@ class ActorSystem:
                 return True
             self._lost(partition)
         return False
+
+
+def _release_keys(partition: int) -> list[str]:
+    """A partition lease, and the mark its release leaves for the next holder."""
+    return [keys.lease(partition), keys.lease_released(partition)]
 
 
 def _state_keys(entries: list[streams.Entry]) -> list[str]:

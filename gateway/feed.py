@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.history import Event, History, resumable
+from orchestra import metrics
 from orchestra.aio import cancel_and_wait
-from orchestra.codec import parse_event_id
+from orchestra.codec import parse_event_id, parse_timestamp
 from orchestra.errors import OrchestraError
 from orchestra.frames import FRAME_EVENT
 
@@ -173,6 +175,8 @@ class SessionFeed:
                             if position > seen:
                                 watchers[socket] = position
                                 await self._deliver(socket, event)
+                if watchers:
+                    _time_output(events)
                 cursor = events[-1].event_id
             # A moment before the next read lets a burst gather: one read then brings many
             # events instead of one each, for at most this much added delay.
@@ -220,6 +224,24 @@ class SessionFeed:
                 await self.send_frame(sockets, FRAME_EVENT, frame)
             except Exception:
                 log.exception("sending %d events to %s failed", len(chunk), ", ".join(sockets))
+
+
+#: the events whose `timestamp` is the agent's, when its worker wrote the line
+_OUTPUT = frozenset({"task:stream", "worker:output"})
+
+
+def _time_output(events: Sequence[Event]) -> None:
+    """The end-to-end output latency of events just sent to their watchers: from the
+    agent's timestamp to now (a clock behind ours counts as 0)."""
+    now_s = time.time()
+    for event in events:
+        stamp = event.data.get("timestamp") if event.name in _OUTPUT else None
+        if isinstance(stamp, str):
+            try:
+                written_s = parse_timestamp(stamp).timestamp()
+            except ValueError:
+                continue
+            metrics.OUTPUT_LATENCY.observe(max(0.0, now_s - written_s))
 
 
 def frames(events: Sequence[Event]) -> Iterator[Sequence[Event]]:

@@ -8,8 +8,10 @@ from typing import Any
 
 from sanic.response import HTTPResponse, json
 
+from orchestra import metrics
 from orchestra.codec import new_id, now_iso
 from orchestra.errors import InternalError, OrchestraError
+from orchestra.trace import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,11 @@ def error_info(exc: OrchestraError, *, expose_stack: bool = False) -> dict[str, 
 
 
 def as_orchestra_error(exc: BaseException) -> OrchestraError:
-    """Our errors pass through; anything else is a bug, logged with a trace id."""
+    """Our errors pass through; anything else is a bug, logged with a trace id: the
+    request's (`orchestra/trace.py`), which the SYS_001's details carry."""
     if isinstance(exc, OrchestraError):
         return exc
-    trace_id = new_id()
+    trace_id = current_trace_id() or new_id()
     log.error("internal error (trace %s)", trace_id, exc_info=exc)
     error = InternalError("internal server error", {"traceId": trace_id})
     error.__cause__ = exc
@@ -42,6 +45,7 @@ def ok(request_id: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def fail(request_id: str, exc: BaseException, *, expose_stack: bool = False) -> dict[str, Any]:
     error = as_orchestra_error(exc)
+    metrics.ERRORS.labels(error.code).inc()
     return {
         "requestId": request_id,
         "success": False,
@@ -51,4 +55,5 @@ def fail(request_id: str, exc: BaseException, *, expose_stack: bool = False) -> 
 
 def http_error(exc: BaseException, *, expose_stack: bool = False) -> HTTPResponse:
     error = as_orchestra_error(exc)
+    metrics.ERRORS.labels(error.code).inc()
     return json({"error": error_info(error, expose_stack=expose_stack)}, status=error.http_status)

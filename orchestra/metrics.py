@@ -133,3 +133,10 @@ SQL_ROUND_TRIP = Histogram(
 ALERTS_FIRING = Gauge(
     "orchestra_alerts_firing", "Alert rules firing now (leader only), by rule.", ["rule"]
 )
+
+#: The families of the cluster's figures: a node exports them only while it leads
+#: (`GET /metrics`, `gateway/rest/metrics.py`).
+CLUSTER_WIDE = frozenset(
+    {"orchestra_tasks", "orchestra_dispatch_queue_depth", "orchestra_archive_lag_events"}
+)
+LEADER_ONLY = CLUSTER_WIDE | {"orchestra_alerts_firing"}

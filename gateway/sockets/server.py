@@ -23,10 +23,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import socketio
 from socketio import packet
 
 from gateway.sockets import transport
+from gateway.sockets.metered import MeteredServer
 from orchestra import strict_json
 from orchestra.errors import InvalidParameters
 from orchestra.logs import Throttled
@@ -90,7 +90,7 @@ class StrictPacket(packet.Packet):
         return strict_json.refused(data, "binary attachments are not accepted")
 
 
-class Server(socketio.AsyncServer):
+class Server(MeteredServer):
     def __init__(self, **kwargs: Any) -> None:
         transport.install()
         super().__init__(serializer=StrictPacket, **kwargs)
@@ -117,10 +117,13 @@ class Server(socketio.AsyncServer):
         packet is encoded once and queued to each socket in turn, in order. A socket that
         is gone is skipped."""
         encoded = self.packet_class(packet.EVENT, namespace=namespace, data=[event, data]).encode()
+        sent = 0
         for sid in sids:
             eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
             if eio_sid is not None and eio_sid in self.eio.sockets:
                 await self.eio.send(eio_sid, encoded)
+                sent += 1
+        self.count_sent(namespace, event, sent)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if not (isinstance(data, list) and data and isinstance(data[0], str)):
