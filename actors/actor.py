@@ -28,6 +28,8 @@ class Outlet(Protocol):
 
     async def disconnect_agent(self, socket_id: str) -> None: ...
 
+    async def ping_agent(self, agent_id: str, timestamp_ms: int) -> None: ...
+
 
 @dataclass(frozen=True)
 class ActorEnv:

@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from actors import streams
+from actors import agent_health, streams
 from actors.actor import Actor
 from actors.addresses import task_address
 from actors.dispatcher import DISPATCHER
@@ -44,6 +44,7 @@ class AgentActor(Actor):
             connectedAt=now_iso(),
             lastHeartbeat=now_iso(),
             running=turn.state.get("running") or [],
+            healthy=True,  # it just signed in; the health check's pings tell from here on
         )
         self._move(turn, "online")
         if body.get("runningTasks") is not None:
@@ -79,9 +80,23 @@ class AgentActor(Actor):
             turn.after_commit(lambda _: self._announce(turn, None))
         turn.set(**changes)
 
+    # -- health checks (actors/agent_health.py) -----------------------------------------
+
+    async def on_ping(self, turn: Turn) -> None:
+        """The leader's health check: ping the agent, wherever its socket is."""
+        sent_ms = agent_health.ping(turn, self.env.settings.agent_pong_timeout_s)
+        if sent_ms is not None:
+            agent_id = turn.address.id
+            turn.after_commit(lambda _: self.env.outlet.ping_agent(agent_id, sent_ms))
+
     async def on_latency(self, turn: Turn) -> None:
-        if turn.exists:
-            turn.set(latencyMs=turn.message.body["latencyMs"])
+        """A pong: its round trip, and the agent healthy (again)."""
+        if agent_health.pong(turn, self.env.settings.agent_pong_timeout_s):
+            turn.after_commit(lambda _: self._announce(turn, None))
+
+    async def on_ping_overdue(self, turn: Turn) -> None:
+        if agent_health.overdue(turn):
+            turn.after_commit(lambda _: self._announce(turn, None))
 
     async def on_disconnected(self, turn: Turn) -> None:
         # A late close of an old socket must not take down the agent's newer connection.
@@ -106,6 +121,7 @@ class AgentActor(Actor):
         turn.after_commit(lambda _: self.env.outlet.disconnect_agent(socket_id))
 
     def _go_offline(self, turn: Turn) -> None:
+        turn.set(healthy=False)
         self._move(turn, "offline")
         if turn.state.get("running"):
             turn.schedule(

@@ -25,3 +25,4 @@ class Scripts:
         self.lease_release: AsyncScript = redis.register_script(_source("lease_release"))
         self.mailbox_read: AsyncScript = redis.register_script(_source("mailbox_read"))
         self.turn_commit: AsyncScript = redis.register_script(_source("turn_commit"))
+        self.stream_drop_empty: AsyncScript = redis.register_script(_source("stream_drop_empty"))

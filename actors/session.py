@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 
 from actors.actor import Actor
+from actors.retention import retire_stream
 from actors.trim import trim_stream
 from actors.turn import CommitResult, Turn
 from orchestra.codec import now_iso
@@ -74,6 +75,11 @@ class SessionActor(Actor):
         if not turn.exists:
             return {"trimmed": 0}  # the stream of a session that is gone: not ours to keep
         return {"trimmed": await trim_stream(self.env, turn, turn.address.id)}
+
+    async def on_retire(self, turn: Turn) -> dict[str, Any]:
+        """An ended session's stream, past its retention: all of it to the archive, then
+        the stream away (`actors/retention.py`)."""
+        return {"archived": await retire_stream(self.env, turn, turn.address.id)}
 
     async def on_committed(self, turn: Turn, result: CommitResult) -> None:
         state = turn.state

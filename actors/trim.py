@@ -22,8 +22,8 @@ from typing import Any
 
 from actors import streams
 from actors.actor import ActorEnv
-from actors.turn import Turn
-from orchestra import keys
+from actors.turn import CommitResult, Turn
+from orchestra import keys, metrics
 from orchestra.codec import from_json
 
 TRIMMED_TO = "trimmedTo"  # the session state field
@@ -42,6 +42,25 @@ async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
     entries = await streams.xrange(env.redis, stream, count=min(excess, PAGE))
     if not entries:
         return 0
+    await archive_and_cut(env, turn, session_id, entries)
+    if excess > len(entries):
+        turn.tell(turn.address, "trim")  # the rest in later turns, behind other mail
+    trimmed = len(entries)
+
+    async def counted(result: CommitResult) -> None:  # once the trim is written
+        metrics.STREAM_TRIMS.inc()
+        metrics.STREAM_TRIMMED_EVENTS.inc(trimmed)
+
+    turn.after_commit(counted)
+    return trimmed
+
+
+async def archive_and_cut(
+    env: ActorEnv, turn: Turn, session_id: str, entries: list[streams.Entry]
+) -> None:
+    """Steps 2 and 3 for `entries`, the stream's oldest, in order: archive them now, and
+    have the turn's commit set `trimmedTo` and remove them (and nothing newer) from the
+    stream. Also used to retire the stream of a session long ended (`retention.py`)."""
     await env.store.archive_events(
         session_id,
         [
@@ -49,15 +68,13 @@ async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
             for entry_id, fields in entries
         ],
     )
+    stream = keys.session_events(session_id)
     last = entries[-1][0]
     keep_from = streams.next_id(last)
     turn.set(**{TRIMMED_TO: last})
     # Exact, not "~": readers take everything after `trimmedTo` from the stream and
     # everything up to it from the archive, so the two must meet exactly there.
     turn.write(lambda pipe: pipe.xtrim(stream, minid=keep_from, approximate=False))
-    if excess > len(entries):
-        turn.tell(turn.address, "trim")  # the rest in later turns, behind other mail
-    return len(entries)
 
 
 def _payload(raw: str | None) -> dict[str, Any] | str:

@@ -43,6 +43,7 @@ def agent_view(state: dict[str, Any]) -> AgentView:
         connected_at=state.get("connectedAt"),
         last_heartbeat=state.get("lastHeartbeat"),
         latency=state.get("latencyMs"),
+        healthy=agent_healthy(state),
         capabilities=list(state.get("capabilities") or []),
         tools=list(state.get("tools") or []),
         agent_version=state.get("version"),
@@ -69,6 +70,12 @@ def _paths(value: Any, limit: int) -> list[str]:
         return []
     paths = [p for p in value if isinstance(p, str) and 0 < len(p) <= _MAX_PATH_CHARS]
     return list(dict.fromkeys(paths))[:limit]
+
+
+def agent_healthy(state: dict[str, Any]) -> bool:
+    """Connected (online or busy) and not marked unhealthy by an unanswered ping (the
+    state's `healthy`, see `actors/agent_health.py`; absent counts as healthy)."""
+    return agent_status(state) != "offline" and state.get("healthy") is not False
 
 
 def agent_status(state: dict[str, Any]) -> str:

@@ -41,6 +41,16 @@ class SocketOutlet:
     async def to_room(self, room: str, event: str, data: dict[str, Any]) -> None:
         await self.sio.emit(event, envelope(data, "server"), room=room, namespace=WEB)
 
+    async def ping_agent(self, agent_id: str, timestamp_ms: int) -> None:
+        """The health check's `ping` (no commandId, not kept in the outbox: a lost one is
+        an unanswered ping, which is what it measures)."""
+        await self.sio.emit(
+            "ping",
+            envelope({"timestamp": timestamp_ms}, "server"),
+            room=f"agent:{agent_id}",
+            namespace=AGENT,
+        )
+
     async def disconnect_agent(self, socket_id: str) -> None:
         """Close an agent's socket, on whichever node holds it (if any still does)."""
         await self.sio.disconnect(socket_id, namespace=AGENT)

@@ -40,6 +40,24 @@ def _source(name: str) -> str:
     return resources.files("gateway").joinpath("lua", f"{name}.lua").read_text()
 
 
+async def free_slots_of(redis: Redis, node_id: str) -> int:
+    """Free every slot node `node_id` holds (an earlier run of this node, or a node that
+    died: the cleanup job) and forget its index; how many slots were freed."""
+    index = keys.node_socket_slots(node_id)
+    prefix = f"{node_id}:"
+    freed = 0
+    for key in await redis.smembers(index):
+        members = [
+            member
+            for member in map(str, await redis.zrange(key, 0, -1))
+            if member.startswith(prefix) and ":" not in member[len(prefix) :]
+        ]
+        if members:
+            freed += int(await redis.zrem(key, *members))
+    await redis.delete(index)
+    return freed
+
+
 class SocketCaps:
     """The slots of the sockets open on this node; `alive(namespace, sid)` tells whether
     the socket is still connected to this node (a slot of one gone is freed)."""
@@ -59,17 +77,7 @@ class SocketCaps:
 
     async def start(self) -> None:
         """Free the slots an earlier run of this node id held (it was killed, say)."""
-        index = keys.node_socket_slots(self.node_id)
-        prefix = f"{self.node_id}:"
-        for key in await self.redis.smembers(index):
-            members = [
-                member
-                for member in map(str, await self.redis.zrange(key, 0, -1))
-                if member.startswith(prefix) and ":" not in member[len(prefix) :]
-            ]
-            if members:
-                await self.redis.zrem(key, *members)
-        await self.redis.delete(index)
+        await free_slots_of(self.redis, self.node_id)
 
     async def claim(self, namespace: str, sid: str, owner: str) -> None:
         """Take a slot of `owner` (a user id on `/web`, an agent id on `/agent`) for the

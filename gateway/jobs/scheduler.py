@@ -14,16 +14,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway.jobs.leader import LeaderLease
 from orchestra.aio import cancel_and_wait
+from orchestra.codec import now_iso
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[object]]
+
+
+@dataclass
+class JobRuns:
+    """How often a job ran on this node, and when it last started (ISO-8601): `/health`
+    shows them, so one can tell from outside which node runs the cluster-wide jobs."""
+
+    cluster_wide: bool
+    runs: int = 0
+    last_run_at: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {"clusterWide": self.cluster_wide, "runs": self.runs, "lastRunAt": self.last_run_at}
 
 
 class Jobs:
@@ -33,16 +49,20 @@ class Jobs:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[object]] = set()
+        self.runs: dict[str, JobRuns] = {}
         self._stopping = False
         self.add("leader-lease", lease.renew_every_s, lease.refresh, cluster_wide=False)
 
     def add(self, name: str, interval_s: float, job: Job, *, cluster_wide: bool) -> None:
         """Run `job` every `interval_s` (the first run one interval after the start)."""
+        runs = self.runs[name] = JobRuns(cluster_wide)
 
         async def run() -> None:
             task = asyncio.current_task()
             if self._stopping or task is None or (cluster_wide and not self.lease.is_leader):
                 return
+            runs.runs += 1
+            runs.last_run_at = now_iso()
             self._running.add(task)
             try:
                 await job()

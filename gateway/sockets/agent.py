@@ -16,6 +16,7 @@ from gateway.rate_limit import AgentRateLimiter
 from gateway.revocation import Revocation
 from gateway.sockets import output
 from gateway.sockets.base import BaseNamespace, ConnectionRefused, decoded_bytes
+from orchestra import metrics
 from orchestra.errors import AuthenticationFailed, Forbidden, NotFound, OrchestraError
 from orchestra.protocol import (
     AgentHeartbeat,
@@ -95,6 +96,10 @@ class AgentNamespace(BaseNamespace):
                 "disconnected", {"socketId": sid}
             )
 
+    def log_identity(self, sid: str) -> dict[str, str]:
+        agent_id = self.agents.get(sid)
+        return {"agentId": agent_id} if agent_id is not None else {}
+
     async def before_request(self, sid: str, event: str) -> None:
         """An agent revoked or rotated since it signed in may say nothing more."""
         agent_id = self.agents.get(sid)
@@ -163,6 +168,8 @@ class AgentNamespace(BaseNamespace):
         await self.send(sid, "agent:registered", data)
         # Commands the agent has not taken yet go out again, in order, before anything new.
         await self.node.outlet.resend_commands(sid, agent_id, request.last_command_id or 0)
+        # A first ping now, so that AgentView shows a latency before the health check's.
+        await self.send(sid, "ping", {"timestamp": int(time.time() * 1000)})
         return data
 
     async def on_agent_heartbeat(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -172,18 +179,21 @@ class AgentNamespace(BaseNamespace):
         await self.node.system.ref(agent_address(agent_id)).tell(
             "heartbeat", {"systemInfo": info, "metadata": request.metadata}
         )
-        # Each heartbeat is answered by a ping: its pong gives the agent's latency (the
-        # round trip through this node), which AgentView shows.
-        await self.send(sid, "ping", {"timestamp": int(time.time() * 1000)})
+        # No ping here: the leader's health check pings every agent on its own interval
+        # (`gateway/jobs/health.py`), and tells an unanswered ping.
         return {}
 
     async def on_pong(self, sid: str, payload: dict[str, Any]) -> dict[str, Any]:
         agent_id = self.agents.get(sid)
         sent = payload.get("timestamp")
         if agent_id is not None and isinstance(sent, int | float) and not isinstance(sent, bool):
-            latency_ms = max(0.0, time.time() * 1000 - float(sent))
+            now_ms = time.time() * 1000
+            latency_ms = max(0.0, now_ms - float(sent))
+            metrics.AGENT_PING.observe(latency_ms / 1000)
+            # `sentAt`: the ping it answers, kept within 64 bits whatever the agent echoed.
+            sent_at = int(max(0.0, min(float(sent), now_ms)))
             await self.node.system.ref(agent_address(agent_id)).tell(
-                "latency", {"latencyMs": round(latency_ms, 1)}
+                "latency", {"latencyMs": round(latency_ms, 1), "sentAt": sent_at}
             )
         return {}
 

@@ -27,6 +27,8 @@ class AgentView(View):
     connected_at: str | None = None
     last_heartbeat: str | None = None
     latency: float | None = None
+    healthy: bool | None = None
+    """Our extension: connected and answering the health check's pings in time."""
     capabilities: list[str]
     tools: list[dict[str, Any]] = []
     agent_version: str | None = None

@@ -57,7 +57,7 @@ async def test_an_agent_reports_its_roots_and_recent_directories_across_a_restar
         assert view["workdirs"] == {"roots": [str(projects), str(scratch)], "recent": []}
         assert (await other.ok("agents:list", {}))["agents"] == []  # only its owner's
 
-        # Each heartbeat is answered by a ping: the pong measures the latency.
+        # A ping at registration (then the health check's): the pong measures the latency.
         measured = await wait_for(
             lambda: _measured(client, agent_id), what="the agent's latency and system info"
         )
