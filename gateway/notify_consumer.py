@@ -91,7 +91,7 @@ class NotificationConsumer(Generic[Target]):
         self._store = store
         self._settings = settings
         self._consumer = settings.node_id
-        self._stream = keys.webhook_events()
+        self._stream = self.stream()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._room = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -107,6 +107,15 @@ class NotificationConsumer(Generic[Target]):
 
     async def attempt(self, note: Notification, target: Target) -> str | None:
         raise NotImplementedError
+
+    def stream(self) -> str:
+        """The stream this kind of delivery reads (another kind than users' notifications,
+        alerts, has its own)."""
+        return keys.webhook_events()
+
+    def parse(self, entry_id: str, fields: dict[str, str]) -> Notification:
+        """An entry of the stream; ValueError when it is not one this consumer delivers."""
+        return Notification.from_fields(entry_id, fields)
 
     async def still_wanted(self, note: Notification) -> bool:
         return True
@@ -277,7 +286,7 @@ class NotificationConsumer(Generic[Target]):
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
         try:
-            note = Notification.from_fields(entry_id, fields)
+            note = self.parse(entry_id, fields)
         except ValueError:
             log.warning("%s: entry %s is not a notification; dropped", self.group, entry_id)
             await self._ack(entry_id)

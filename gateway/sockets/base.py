@@ -17,7 +17,8 @@ import socketio
 
 from gateway.responses import fail, ok
 from gateway.sockets.server import ack_requested, reserved_refusal
-from orchestra import strict_json
+from gateway.tracing import bind_decoded, bind_socket_event
+from orchestra import strict_json, trace
 from orchestra.codec import compress, decompress, envelope, json_size, new_id
 from orchestra.errors import InvalidParameters, OrchestraError, ResourceExhausted
 from orchestra.logs import Throttled
@@ -49,6 +50,16 @@ class BaseNamespace(socketio.AsyncNamespace):
         self._refusals_log = Throttled(log, interval_s=1.0)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
+        # Each event is a request with a trace id (the payload's `traceId`, or a new one):
+        # bound, with the ids it is about, while it is handled (`gateway/tracing.py`).
+        raw = args[1] if len(args) > 1 else None
+        token = bind_socket_event(event, raw, self.log_identity(args[0]) if args else {})
+        try:
+            return await self._trigger(event, *args)
+        finally:
+            trace.reset(token)
+
+    async def _trigger(self, event: str, *args: Any) -> Any:
         if event in _LIFECYCLE:
             return await super().trigger_event(event, *args)
         sid = args[0]
@@ -72,12 +83,18 @@ class BaseNamespace(socketio.AsyncNamespace):
             data = await handler(sid, payload)
         except Exception as exc:
             response = fail(request_id, exc, expose_stack=self.settings.expose_stack)
+            self.node.alerts.tally.count(error=True)  # the error-rate alert's counts
             await self._refused(sid, event, response)
             return response
+        self.node.alerts.tally.count(error=False)
         return ok(request_id, data)
 
     async def before_request(self, sid: str, event: str) -> None:
         """A hook run before every request's handler (rate limits, say)."""
+
+    def log_identity(self, sid: str) -> dict[str, str]:
+        """Who the socket is, for log lines: `{"userId": ...}` or `{"agentId": ...}`."""
+        return {}
 
     def _decode(self, raw: Any) -> dict[str, Any]:
         if isinstance(raw, strict_json.NotStrict):
@@ -85,6 +102,7 @@ class BaseNamespace(socketio.AsyncNamespace):
         payload = decompress(raw, self.settings.max_payload_bytes)
         if not isinstance(payload, dict):
             raise InvalidParameters("the payload must be a JSON object")
+        bind_decoded(raw, payload)  # the trace id of a compressed payload
         size = json_size(payload)
         if size > self.settings.max_payload_bytes:
             raise ResourceExhausted(

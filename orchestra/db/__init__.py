@@ -7,6 +7,7 @@ session events live here; live state lives in Redis.
 from orchestra.db.models import (
     Agent,
     AIConfig,
+    AlertRecord,
     PushSubscription,
     RefreshToken,
     SessionEventRecord,
@@ -21,6 +22,7 @@ from orchestra.db.store import DuplicateError, Store, StoreError
 __all__ = [
     "AIConfig",
     "Agent",
+    "AlertRecord",
     "DuplicateError",
     "PushSubscription",
     "RefreshToken",

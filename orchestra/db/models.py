@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -20,6 +20,7 @@ __all__ = [
     "MODELS",
     "AIConfig",
     "Agent",
+    "AlertRecord",
     "AuditEntry",
     "PushSubscription",
     "RefreshToken",
@@ -259,6 +260,30 @@ class AuditEntry(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
 
+class AlertRecord(SQLModel, table=True):
+    """One alert event (`gateway.alerts`): a rule firing for a subject, or that firing
+    resolved. A firing and its resolution share ``alert_id`` (one row of each at most);
+    the firing's row learns ``resolved_at`` when its resolution is written. Numbered in
+    the order written, newest first when listed."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("alert_id", "status", name="uq_alerts_alert_status"),)
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    alert_id: str = Field(max_length=64, index=True)
+    rule: str = Field(max_length=64, index=True)
+    subject: str = Field(max_length=256)
+    severity: str = Field(max_length=16)
+    status: str = Field(max_length=16, index=True)  # "firing" | "resolved"
+    message: str
+    since: datetime = Field(sa_type=UTCDateTime)  # when the firing began
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # this event's time
+    resolved_at: datetime | None = _time_field()
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
 # The tables the store creates, in one place so that other SQLModel tables in the process (if any)
 # are not created in our database by accident.
 class PushSubscription(SQLModel, table=True):
@@ -292,4 +317,5 @@ MODELS: tuple[type[SQLModel], ...] = (
     Webhook,
     AuditEntry,
     PushSubscription,
+    AlertRecord,
 )

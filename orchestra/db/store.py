@@ -23,6 +23,7 @@ from sqlmodel import and_, col, select
 
 from orchestra.codec import parse_event_id, to_json
 from orchestra.db.accounts import AccountStore
+from orchestra.db.alerts import AlertStore
 from orchestra.db.audit import AuditStore
 from orchestra.db.base import DuplicateError, StoreError, check_fields, guarded
 from orchestra.db.hooks import PushStore, WebhookStore
@@ -45,7 +46,7 @@ _ARCHIVE_PG = (
 )
 
 
-class Store(AccountStore, WebhookStore, PushStore, AuditStore, UsageStore):
+class Store(AccountStore, WebhookStore, PushStore, AuditStore, UsageStore, AlertStore):
     """Async access to Orchestra's SQL tables; see the module docstring."""
 
     # ---- sessions --------------------------------------------------------------------------
