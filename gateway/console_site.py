@@ -17,7 +17,7 @@ from sanic.response import HTTPResponse, file
 
 CONSOLE_DIR = Path(__file__).with_name("console")
 
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
@@ -40,7 +40,7 @@ _WORKER_HEADERS = {
 def add_console(app: Sanic) -> None:
     @app.get("/", name="console_page")
     async def page(request: Request) -> HTTPResponse:
-        return await file(CONSOLE_DIR / "index.html", headers=_PAGE_HEADERS)
+        return await file(CONSOLE_DIR / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/sw.js", name="console_service_worker")
     async def service_worker(request: Request) -> HTTPResponse:

@@ -7,6 +7,7 @@
     orchestra user create NAME [--admin] create a user
     orchestra run [--agent ID] -- CMD…   run a command on an agent, in this terminal
     orchestra watch SESSION              follow a session's output
+    orchestra status [--json]            the cluster: nodes, leader, agents, queue, alerts
 
 The gateway and the agent daemon are imported only by the command that runs them, so
 `orchestra` itself stays free of the other packages (DESIGN.md §1).
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import getpass
 import importlib
+import logging
 import os
 import secrets
 import sys
@@ -27,7 +29,7 @@ from typing import Any
 
 from orchestra.errors import OrchestraError
 from orchestra.files import PRIVATE_DIR, tighten
-from orchestra.logs import configure
+from orchestra.logs import FORMATS, configure, resolve_format
 from orchestra.settings import Settings, SettingsError
 
 
@@ -56,6 +58,7 @@ def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
         "redis_url": getattr(args, "redis_url", None),
         "database_url": getattr(args, "database_url", None),
         "data_dir": getattr(args, "data_dir", None),
+        "log_format": getattr(args, "log_format", None),
         **overrides,
     }
     return Settings.load(config_file=getattr(args, "config", None), **given)
@@ -66,15 +69,16 @@ def load_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def run_gateway(args: argparse.Namespace) -> int:
     settings = load_settings(args, host=args.host, port=args.port, node_id=args.node_id)
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, {"nodeId": settings.node_id})
     # The data folder holds secrets: the owner's only (logged when it had to be tightened).
     tighten(settings.data_dir, PRIVATE_DIR, "data folder")
     app_module = importlib.import_module("gateway.app")
     app = app_module.create_app(settings, name=_app_name(settings.node_id))
-    print(
-        f"orchestra gateway {settings.node_id} on http://{settings.host}:{settings.port}",
-        flush=True,
-    )
+    started = f"orchestra gateway {settings.node_id} on http://{settings.host}:{settings.port}"
+    if resolve_format(settings.log_format) == "json":
+        logging.getLogger("orchestra.cli").info("%s", started)  # every line JSON
+    else:
+        print(started, flush=True)
     app.run(
         host=settings.host,
         port=settings.port,
@@ -104,7 +108,7 @@ def run_agent(args: argparse.Namespace) -> int:
     if not settings.agent_name:
         updates["agent_name"] = settings.agent_id
     settings = settings.model_copy(update=updates)
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format, {"agentId": settings.agent_id})
     daemon = importlib.import_module("agent_client")
     try:
         _run_fast(daemon.run_agent(settings))
@@ -215,6 +219,19 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     return user, password
 
 
+def run_status(args: argparse.Namespace) -> int:
+    """The cluster from Redis and SQL (`gateway.status`): a text table, or `--json`."""
+    import json
+
+    status_module = importlib.import_module("gateway.status")
+    status = asyncio.run(status_module.collect(load_settings(args)))
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(status_module.render(status), end="")
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     from orchestra.up import up
 
@@ -250,6 +267,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path)
 
 
+def _log_format(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help=f"json (a JSON object a line), text, or auto: text on a terminal, else JSON "
+        f"(default: ORCHESTRA_LOG_FORMAT, or {default})",
+    )
+
+
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", help="gateway URL(s), comma-separated (default: ORCHESTRA_SERVER_URL)"
@@ -266,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--data-dir", type=Path, default=Path(".orchestra"))
     up.add_argument("--no-agent", action="store_true", help="do not start the local agent")
+    _log_format(up, "text")
     up.set_defaults(run=run_up)
 
     gateway = commands.add_parser("gateway", help="run one gateway node")
@@ -273,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host")
     gateway.add_argument("--port", type=int)
     gateway.add_argument("--node-id")
+    _log_format(gateway)
     gateway.set_defaults(run=run_gateway)
 
     agent = commands.add_parser("agent", help="run the agent daemon (or: agent create NAME)")
@@ -285,6 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--name")
     agent.add_argument("--state-dir", type=Path)
     agent.add_argument("--max-concurrency", type=int)
+    _log_format(agent)
     agent.set_defaults(run=run_agent)
     agent_commands = agent.add_subparsers(title="agent commands")
     agent_create = agent_commands.add_parser("create", help="register an agent")
@@ -309,6 +338,11 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(watch)
     watch.add_argument("session")
     watch.set_defaults(run=run_watch)
+
+    status = commands.add_parser("status", help="the cluster: nodes, leader, agents, queue, alerts")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(run=run_status)
 
     user = commands.add_parser("user", help="manage users")
     user_commands = user.add_subparsers(title="user commands")

@@ -7,9 +7,11 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from gateway.audit import audit_request
+from gateway.openapi import documented
 from gateway.rest.common import body, caller, node_of
 from orchestra.errors import Forbidden, NotFound
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import AgentsAnswer, AgentSecret, Empty
 
 bp = Blueprint("agents", url_prefix="/api/agents")
 
@@ -20,6 +22,7 @@ class CreateAgent(Payload):
 
 
 @bp.get("/")
+@documented(answer=AgentsAnswer)
 async def list_agents(request: Request) -> HTTPResponse:
     who = caller(request)
     agents = await node_of(request).ops.visible_agents(who)
@@ -27,6 +30,7 @@ async def list_agents(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(body=CreateAgent, answer=AgentSecret, status=201)
 async def create_agent(request: Request) -> HTTPResponse:
     who = caller(request)
     request_body = body(request, CreateAgent)
@@ -56,6 +60,7 @@ async def _owned(request: Request, agent_id: str) -> None:
 
 
 @bp.delete("/<agent_id:str>")
+@documented(answer=Empty, errors=["AUTH_002", "TASK_002"])
 async def revoke_agent(request: Request, agent_id: str) -> HTTPResponse:
     await _owned(request, agent_id)
     await node_of(request).store.revoke_agent(agent_id)
@@ -71,6 +76,7 @@ async def revoke_agent(request: Request, agent_id: str) -> HTTPResponse:
 
 
 @bp.post("/<agent_id:str>/rotate-secret")
+@documented(answer=AgentSecret, errors=["AUTH_002", "TASK_002"])
 async def rotate_secret(request: Request, agent_id: str) -> HTTPResponse:
     await _owned(request, agent_id)
     secret = await node_of(request).store.rotate_agent_secret(agent_id)

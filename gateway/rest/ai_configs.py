@@ -12,11 +12,13 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from gateway.ai_configs import AIConfigSettings, config_view, owned_config
+from gateway.openapi import documented
 from gateway.rest.common import body, caller, changes, node_of
 from orchestra.crypto import encrypt_field
 from orchestra.db.models import new_id
 from orchestra.errors import Forbidden
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import AIConfigAnswer, AIConfigsAnswer, Empty
 
 bp = Blueprint("ai_configs", url_prefix="/api/ai-configs")
 
@@ -41,6 +43,7 @@ class UpdateAIConfig(Payload):
 
 
 @bp.get("/")
+@documented(answer=AIConfigsAnswer)
 async def list_configs(request: Request) -> HTTPResponse:
     who = caller(request)
     records = await node_of(request).store.list_ai_configs(who.user_id)
@@ -48,6 +51,7 @@ async def list_configs(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(body=CreateAIConfig, answer=AIConfigAnswer, status=201)
 async def create_config(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -72,6 +76,7 @@ async def create_config(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<config_id:str>")
+@documented(answer=AIConfigAnswer, errors=["AUTH_002"])
 async def get_config(request: Request, config_id: str) -> HTTPResponse:
     who = caller(request)
     record = await owned_config(node_of(request).store, who.user_id, config_id)
@@ -79,6 +84,7 @@ async def get_config(request: Request, config_id: str) -> HTTPResponse:
 
 
 @bp.route("/<config_id:str>", methods=["PATCH", "PUT"])
+@documented(body=UpdateAIConfig, answer=AIConfigAnswer, errors=["AUTH_002"])
 async def update_config(request: Request, config_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -101,6 +107,7 @@ async def update_config(request: Request, config_id: str) -> HTTPResponse:
 
 
 @bp.delete("/<config_id:str>")
+@documented(answer=Empty, errors=["AUTH_002"])
 async def delete_config(request: Request, config_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)

@@ -21,9 +21,11 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from gateway.openapi import documented, integer, text
 from gateway.rest.common import admin, bad_param, node_of, query_limit
 from orchestra.codec import format_timestamp
 from orchestra.db.models import AuditEntry
+from orchestra.protocol.rest import AuditAnswer
 
 bp = Blueprint("audit", url_prefix="/api/audit")
 
@@ -65,6 +67,17 @@ def _filter(request: Request, name: str) -> str | None:
 
 
 @bp.get("/")
+@documented(
+    answer=AuditAnswer,
+    query={
+        "limit": integer(f"at most this many entries ({DEFAULT_LIMIT} when absent)", 1, MAX_LIMIT),
+        "before": text("an entry id, or an ISO-8601 time: the entries written before it"),
+        "action": text("only entries of this action", minLength=1, maxLength=_MAX_FILTER),
+        "actorId": text("only entries by this user", minLength=1, maxLength=_MAX_FILTER),
+        "targetId": text("only entries about this id", minLength=1, maxLength=_MAX_FILTER),
+    },
+    errors=["AUTH_002"],
+)
 async def list_audit(request: Request) -> HTTPResponse:
     admin(request)
     entries = await node_of(request).store.list_audit(

@@ -8,10 +8,12 @@ from sanic.response import HTTPResponse, json
 
 from gateway.audit import audit_request, request_ip
 from gateway.auth import RefreshTokenReused, user_view
+from gateway.openapi import documented
 from gateway.rest.common import body, caller, node_of
 from gateway.rest.users import Password, _revoke
 from orchestra.errors import AuthenticationFailed
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import Empty, Tokens, UserAnswer
 
 bp = Blueprint("auth", url_prefix="/api/auth")
 
@@ -31,6 +33,7 @@ class ChangePassword(Payload):
 
 
 @bp.post("/login")
+@documented(body=Login, answer=Tokens, public=True, errors=["AUTH_001"])
 async def login(request: Request) -> HTTPResponse:
     node = node_of(request)
     credentials = body(request, Login)
@@ -66,6 +69,7 @@ class Logout(Payload):
 
 
 @bp.post("/refresh")
+@documented(body=Refresh, answer=Tokens, public=True, errors=["AUTH_001"])
 async def refresh(request: Request) -> HTTPResponse:
     node = node_of(request)
     try:
@@ -82,6 +86,7 @@ async def refresh(request: Request) -> HTTPResponse:
 
 
 @bp.post("/logout")
+@documented(body=Logout, answer=Empty)
 async def logout(request: Request) -> HTTPResponse:
     """Ends this sign-in (its tokens and sockets, on every node), or with `everywhere`
     every sign-in of the user."""
@@ -106,6 +111,7 @@ async def logout(request: Request) -> HTTPResponse:
 
 
 @bp.get("/me")
+@documented(answer=UserAnswer)
 async def me(request: Request) -> HTTPResponse:
     who = caller(request)
     user = await node_of(request).store.get_user(who.user_id)
@@ -115,6 +121,7 @@ async def me(request: Request) -> HTTPResponse:
 
 
 @bp.patch("/me")
+@documented(body=ChangePassword, answer=Tokens)
 async def change_password(request: Request) -> HTTPResponse:
     """`{currentPassword, newPassword}`: change one's own password. A wrong current password
     is AUTH_001 (401), like a failed login. Every other token of the user is revoked; the

@@ -27,6 +27,7 @@ from sanic.response import HTTPResponse, json
 
 from actors.notifications import EVENTS
 from gateway.ai_configs import validate_base_url
+from gateway.openapi import documented
 from gateway.rest.common import body, caller, changes, node_of
 from orchestra.codec import format_timestamp
 from orchestra.crypto import encrypt_field
@@ -34,6 +35,12 @@ from orchestra.db import PushSubscription
 from orchestra.db.models import new_id
 from orchestra.errors import Forbidden, InvalidParameters
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import (
+    Empty,
+    PushKey,
+    PushSubscriptionAnswer,
+    PushSubscriptionsAnswer,
+)
 
 bp = Blueprint("push", url_prefix="/api/push")
 
@@ -105,12 +112,14 @@ async def _owned(request: Request, subscription_id: str) -> PushSubscription:
 
 
 @bp.get("/key")
+@documented(answer=PushKey)
 async def public_key(request: Request) -> HTTPResponse:
     caller(request)
     return json({"publicKey": node_of(request).push.vapid.public_key})
 
 
 @bp.get("/subscriptions")
+@documented(answer=PushSubscriptionsAnswer)
 async def list_subscriptions(request: Request) -> HTTPResponse:
     who = caller(request)
     records = await node_of(request).store.list_push_subscriptions(who.user_id)
@@ -118,6 +127,7 @@ async def list_subscriptions(request: Request) -> HTTPResponse:
 
 
 @bp.post("/subscriptions")
+@documented(body=CreatePush, answer=PushSubscriptionAnswer, status=201)
 async def subscribe(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -155,6 +165,7 @@ async def subscribe(request: Request) -> HTTPResponse:
 
 
 @bp.route("/subscriptions/<subscription_id:str>", methods=["PATCH", "PUT"])
+@documented(body=UpdatePush, answer=PushSubscriptionAnswer, errors=["AUTH_002"])
 async def update_subscription(request: Request, subscription_id: str) -> HTTPResponse:
     await _owned(request, subscription_id)
     given = body(request, UpdatePush)
@@ -166,6 +177,7 @@ async def update_subscription(request: Request, subscription_id: str) -> HTTPRes
 
 
 @bp.delete("/subscriptions/<subscription_id:str>")
+@documented(answer=Empty, errors=["AUTH_002"])
 async def delete_subscription(request: Request, subscription_id: str) -> HTTPResponse:
     await _owned(request, subscription_id)
     await node_of(request).store.delete_push_subscription(subscription_id)

@@ -8,10 +8,12 @@ from sanic.response import HTTPResponse, json
 
 from actors import session_address
 from gateway.auth import Principal
+from gateway.openapi import documented, integer, text
 from gateway.rest.common import body, caller, node_of
 from orchestra.codec import valid_event_id
 from orchestra.errors import Forbidden, InvalidParameters, OrchestraError
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import EventsPage, Participants, SessionAnswer, SessionsAnswer
 
 bp = Blueprint("sessions", url_prefix="/api/sessions")
 
@@ -28,6 +30,7 @@ class AddParticipant(Payload):
 
 
 @bp.get("/")
+@documented(answer=SessionsAnswer)
 async def list_sessions(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -41,6 +44,7 @@ async def list_sessions(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(body=CreateSession, answer=SessionAnswer, status=201, errors=["AUTH_002", "AGENT_001"])
 async def create_session(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -52,6 +56,7 @@ async def create_session(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<session_id:str>")
+@documented(answer=SessionAnswer, errors=["AUTH_002", "TASK_002"])
 async def get_session(request: Request, session_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -69,6 +74,7 @@ async def _as_owner(request: Request, session_id: str) -> Principal:
 
 
 @bp.post("/<session_id:str>/end")
+@documented(answer=SessionAnswer, errors=["AUTH_002", "TASK_002"])
 async def end_session(request: Request, session_id: str) -> HTTPResponse:
     who = await _as_owner(request, session_id)
     node = node_of(request)
@@ -79,6 +85,7 @@ async def end_session(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.post("/<session_id:str>/participants")
+@documented(body=AddParticipant, answer=Participants, errors=["AUTH_002", "TASK_002"])
 async def add_participant(request: Request, session_id: str) -> HTTPResponse:
     await _as_owner(request, session_id)
     node = node_of(request)
@@ -92,6 +99,15 @@ async def add_participant(request: Request, session_id: str) -> HTTPResponse:
 
 
 @bp.get("/<session_id:str>/events")
+@documented(
+    answer=EventsPage,
+    query={
+        "after": text("the page after this eventId (from the start without it)"),
+        "before": text("the page just before this eventId"),
+        "limit": integer("at most this many events (500 when absent)", 1, MAX_PAGE),
+    },
+    errors=["AUTH_002", "TASK_002"],
+)
 async def session_events(request: Request, session_id: str) -> HTTPResponse:
     """The whole history, archived then live, in order: the page after `after` (from the
     start without it), or, with `before`, the page just before that eventId."""

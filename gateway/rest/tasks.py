@@ -6,9 +6,11 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from actors.views import task_view
+from gateway.openapi import documented, text
 from gateway.rest.common import body, caller, node_of
 from orchestra.errors import InvalidParameters
 from orchestra.protocol import WorkerStart
+from orchestra.protocol.rest import TaskAnswer, TasksAnswer, TaskStarted
 
 bp = Blueprint("tasks", url_prefix="/api/tasks")
 
@@ -26,6 +28,14 @@ STATUSES = {
 
 
 @bp.get("/")
+@documented(
+    answer=TasksAnswer,
+    query={
+        "status": text("only the tasks in this status", enum=sorted(STATUSES)),
+        "sessionId": text("only the tasks of this session"),
+    },
+    errors=["AUTH_002", "TASK_002"],
+)
 async def list_tasks(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -50,6 +60,12 @@ async def list_tasks(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(
+    body=WorkerStart,
+    answer=TaskStarted,
+    status=201,
+    errors=["AUTH_002", "TASK_002", "AGENT_001"],
+)
 async def create_task(request: Request) -> HTTPResponse:
     who = caller(request)
     started = await node_of(request).ops.start_worker(who, body(request, WorkerStart))
@@ -57,12 +73,14 @@ async def create_task(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<task_id:str>")
+@documented(answer=TaskAnswer, errors=["AUTH_002", "TASK_002"])
 async def get_task(request: Request, task_id: str) -> HTTPResponse:
     who = caller(request)
     return json({"task": task_view(await node_of(request).ops.task_for(who, task_id)).wire()})
 
 
 @bp.post("/<task_id:str>/cancel")
+@documented(answer=TaskAnswer, errors=["AUTH_002", "TASK_002"])
 async def cancel_task(request: Request, task_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)

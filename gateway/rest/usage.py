@@ -32,6 +32,7 @@ from sanic.response import HTTPResponse, json
 
 from actors.values import read_fields
 from gateway.node import Node
+from gateway.openapi import documented, integer, text
 from gateway.rest.common import bad_param, caller, node_of, query_limit
 from orchestra import keys
 from orchestra.codec import format_timestamp
@@ -41,6 +42,7 @@ from orchestra.db.usage import (
     UsageGroup,
 )
 from orchestra.errors import Forbidden
+from orchestra.protocol.rest import UsageAnswer
 
 bp = Blueprint("usage", url_prefix="/api/usage")
 
@@ -111,6 +113,17 @@ async def _refresh_live(node: Node, owner_id: str | None) -> None:
 
 
 @bp.get("/")
+@documented(
+    answer=UsageAnswer,
+    query={
+        "by": text("how to group the tasks (day when absent)", enum=list(GROUPINGS)),
+        "from": text("from this ISO-8601 time or date (inclusive)"),
+        "to": text("to this ISO-8601 time (exclusive) or date (inclusive)"),
+        "all": text("1: everyone's tasks (administrators only)", enum=["1", "0", "true", "false"]),
+        "limit": integer(f"at most this many groups ({DEFAULT_LIMIT} when absent)", 1, MAX_LIMIT),
+    },
+    errors=["AUTH_002"],
+)
 async def get_usage(request: Request) -> HTTPResponse:
     who = caller(request)
     by = request.args.get("by") or "day"

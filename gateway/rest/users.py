@@ -27,10 +27,12 @@ from sanic.response import HTTPResponse, json
 from gateway.audit import audit_request
 from gateway.auth import user_view
 from gateway.node import Node
+from gateway.openapi import documented
 from gateway.rest.common import admin, body, changes, node_of
 from orchestra.db import User
 from orchestra.errors import InvalidParameters, NotFound
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import Empty, UserAnswer, UsersAnswer
 
 bp = Blueprint("users", url_prefix="/api/users")
 
@@ -81,6 +83,7 @@ def _not_yourself(what: str) -> InvalidParameters:
 
 
 @bp.get("/")
+@documented(answer=UsersAnswer, errors=["AUTH_002"])
 async def list_users(request: Request) -> HTTPResponse:
     admin(request)
     users = await node_of(request).store.list_users()
@@ -88,6 +91,7 @@ async def list_users(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(body=CreateUser, answer=UserAnswer, status=201, errors=["AUTH_002"])
 async def create_user(request: Request) -> HTTPResponse:
     who = admin(request)
     node = node_of(request)
@@ -106,12 +110,14 @@ async def create_user(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<user_id:str>")
+@documented(answer=UserAnswer, errors=["AUTH_002", "TASK_002"])
 async def get_user(request: Request, user_id: str) -> HTTPResponse:
     admin(request)
     return json({"user": user_view(await _user(node_of(request), user_id))})
 
 
 @bp.patch("/<user_id:str>")
+@documented(body=UpdateUser, answer=UserAnswer, errors=["AUTH_002", "TASK_002"])
 async def update_user(request: Request, user_id: str) -> HTTPResponse:
     who = admin(request)
     node = node_of(request)
@@ -147,6 +153,7 @@ async def update_user(request: Request, user_id: str) -> HTTPResponse:
 
 
 @bp.post("/<user_id:str>/password")
+@documented(body=ResetPassword, answer=UserAnswer, errors=["AUTH_002", "TASK_002"])
 async def reset_password(request: Request, user_id: str) -> HTTPResponse:
     who = admin(request)
     node = node_of(request)
@@ -167,6 +174,7 @@ async def reset_password(request: Request, user_id: str) -> HTTPResponse:
 
 
 @bp.delete("/<user_id:str>")
+@documented(answer=Empty, errors=["AUTH_002", "TASK_002"])
 async def delete_user(request: Request, user_id: str) -> HTTPResponse:
     who = admin(request)
     node = node_of(request)

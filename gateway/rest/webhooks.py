@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse, json
 
 from actors.notifications import EVENTS
 from gateway.ai_configs import validate_base_url
+from gateway.openapi import documented
 from gateway.rest.common import body, caller, changes, node_of
 from orchestra.codec import format_timestamp
 from orchestra.crypto import encrypt_field
@@ -24,6 +25,7 @@ from orchestra.db import Store, Webhook
 from orchestra.db.models import new_id
 from orchestra.errors import Forbidden, InvalidParameters
 from orchestra.protocol import Payload
+from orchestra.protocol.rest import Empty, WebhookAnswer, WebhookCreated, WebhooksAnswer
 
 bp = Blueprint("webhooks", url_prefix="/api/webhooks")
 
@@ -73,6 +75,7 @@ async def _owned(store: Store, user_id: str, webhook_id: str) -> Webhook:
 
 
 @bp.get("/")
+@documented(answer=WebhooksAnswer)
 async def list_webhooks(request: Request) -> HTTPResponse:
     who = caller(request)
     records = await node_of(request).store.list_webhooks(who.user_id)
@@ -80,6 +83,7 @@ async def list_webhooks(request: Request) -> HTTPResponse:
 
 
 @bp.post("/")
+@documented(body=CreateWebhook, answer=WebhookCreated, status=201)
 async def create_webhook(request: Request) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -101,6 +105,7 @@ async def create_webhook(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<webhook_id:str>")
+@documented(answer=WebhookAnswer, errors=["AUTH_002"])
 async def get_webhook(request: Request, webhook_id: str) -> HTTPResponse:
     who = caller(request)
     record = await _owned(node_of(request).store, who.user_id, webhook_id)
@@ -108,6 +113,7 @@ async def get_webhook(request: Request, webhook_id: str) -> HTTPResponse:
 
 
 @bp.route("/<webhook_id:str>", methods=["PATCH", "PUT"])
+@documented(body=UpdateWebhook, answer=WebhookAnswer, errors=["AUTH_002"])
 async def update_webhook(request: Request, webhook_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
@@ -126,6 +132,7 @@ async def update_webhook(request: Request, webhook_id: str) -> HTTPResponse:
 
 
 @bp.delete("/<webhook_id:str>")
+@documented(answer=Empty, errors=["AUTH_002"])
 async def delete_webhook(request: Request, webhook_id: str) -> HTTPResponse:
     who = caller(request)
     node = node_of(request)
