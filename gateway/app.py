@@ -14,7 +14,9 @@ from gateway.console_site import add_console
 from gateway.node import Node
 from gateway.responses import http_error
 from gateway.rest import BLUEPRINTS
+from gateway.rest import metrics as rest_metrics
 from gateway.rest.common import authenticate
+from gateway.tracing import add_tracing
 from orchestra.errors import InvalidParameters, NotFound, OrchestraError, ResourceExhausted
 from orchestra.settings import Settings
 
@@ -27,9 +29,10 @@ _AUTHENTICATED = ("/api/", "/health/")
 
 
 def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
-    app = Sanic(name)
-    # Sanic set up its loggers just now. One line for each websocket closed, whoever
-    # opened it, is noise a client can multiply at will.
+    # Sanic's loggers log through ours (`orchestra/logs.py`: one format, sanitised), not
+    # through handlers of their own. One line for each websocket closed, whoever opened
+    # it, is noise a client can multiply at will.
+    app = Sanic(name, configure_logging=False)
     logging.getLogger("sanic.websockets").setLevel(logging.WARNING)
     node = Node(settings)
     app.ctx.node = node
@@ -43,7 +46,9 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     node.sio.attach(app)
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
+    rest_metrics.instrument(app)  # every request timed (`GET /metrics` shows them)
     add_console(app)
+    add_tracing(app)  # a trace id for every request, in its log lines and `X-Trace-Id`
 
     @app.before_server_start
     async def start_node(app: Sanic) -> None:
@@ -72,6 +77,13 @@ def create_app(settings: Settings, name: str = "orchestra") -> Sanic:
     @app.after_server_stop
     async def stop_node(app: Sanic) -> None:
         await node.stop()
+        # What is left (engine.io's ping timers of closed sockets, say) is cancelled now,
+        # not destroyed pending, with an error line each, when the loop closes.
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=1.0)
 
     @app.on_request
     async def authenticate_and_limit(request: Request) -> None:

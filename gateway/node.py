@@ -6,11 +6,12 @@ Everything a request handler needs hangs off the `Node`, which the Sanic app kee
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import socketio
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,11 +20,14 @@ from redis.retry import Retry
 
 from actors import KINDS, ActorEnv, ActorSystem, Scripts
 from gateway.agent_health import find_silent_agents
+from gateway.alerts import Alerts
 from gateway.auth import Tokens, verify_agent_handshake
 from gateway.command_resend import CommandResender
 from gateway.feed import SessionFeed
 from gateway.history import History
 from gateway.jobs import Jobs, LeaderLease, trim_session_streams
+from gateway.jobs.housekeeping import add_housekeeping
+from gateway.jobs.metrics import NodeMetrics
 from gateway.login_limit import LoginLimiter
 from gateway.operations import Operations
 from gateway.outlet import AGENT, WEB, SocketOutlet
@@ -31,6 +35,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.revocation import Credentials
 from gateway.socket_caps import SocketCaps
 from gateway.sockets.agent import AgentNamespace
+from gateway.sockets.metered import RedisManager
 from gateway.sockets.server import Server, origin_check
 from gateway.sockets.web import WebNamespace
 from gateway.web_push import PushDispatcher
@@ -41,6 +46,9 @@ from orchestra.loop_watch import LoopWatch, settle_heap
 from orchestra.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The longest one part of a stopping node may take (`Node.stop`).
+STOP_STEP_S = 5.0
 
 
 def connect_redis(url: str) -> Redis:
@@ -72,9 +80,7 @@ class Node:
         transport_limit = settings.max_payload_bytes * 4 + 64 * 1024
         self.sio = Server(
             async_mode="sanic",
-            client_manager=socketio.AsyncRedisManager(
-                settings.redis_url, channel=keys.socketio_channel()
-            ),
+            client_manager=RedisManager(settings.redis_url, channel=keys.socketio_channel()),
             # The gateway's own origin (its console) and those listed; "*" only if the
             # user listed it (the production profile refuses that).
             cors_allowed_origins=origin_check(settings.allowed_origins),
@@ -121,6 +127,27 @@ class Node:
             partial(find_silent_agents, self.redis, self.system, settings.heartbeat_interval_s),
             cluster_wide=True,
         )
+        # The leader's health check (pings) and cleanup jobs (`gateway/jobs/housekeeping.py`).
+        add_housekeeping(self.jobs, self.redis, self.system, settings)
+        # Metrics (`GET /metrics`): this node's round trips and mailboxes, and while it
+        # leads, the cluster's tasks, queue and archive lag (`gateway/jobs/metrics.py`).
+        self.metrics = NodeMetrics(
+            self.redis,
+            self.store,
+            self.system,
+            self.jobs.lease,
+            settings.metrics_interval_s,
+            settings.session_stream_max_events,
+        )
+        self.jobs.add(
+            "node-metrics", settings.metrics_interval_s, self.metrics.probe, cluster_wide=False
+        )
+        self.jobs.add(
+            "cluster-metrics",
+            settings.metrics_interval_s,
+            self.metrics.cluster.refresh,
+            cluster_wide=True,
+        )
         self.resender = CommandResender(self.redis, self.outlet, lambda: self.agents.agents)
         self.jobs.add(
             "resend-commands",
@@ -138,6 +165,9 @@ class Node:
         # Every node delivers a share of the notifications to users' webhooks and devices.
         self.webhooks = WebhookDispatcher(self.redis, self.store, settings)
         self.push = PushDispatcher(self.redis, self.store, settings)
+        # Alert rules (the leader evaluates them), their delivery, and the request counts
+        # the error-rate rule reads (`gateway/alerts/`).
+        self.alerts = Alerts(self.redis, self.store, settings, self.jobs)
         self.sio.register_namespace(self.web)
         self.sio.register_namespace(self.agents)
         self.credentials.on_revoked(self.web.revoked, self.web.recheck)
@@ -153,22 +183,35 @@ class Node:
         await self.jobs.start()
         await self.webhooks.start()
         await self.push.start()
+        await self.alerts.start()
         settle_heap()  # after the start, whose objects live as long as the node
         log.info(
             "node %s up, holding partitions %s", self.settings.node_id, self.system.held_partitions
         )
 
     async def stop(self) -> None:
-        await self.webhooks.stop()
-        await self.push.stop()
-        await self.jobs.stop()
-        await self.feed.close()
-        await self.credentials.stop()
-        await self.system.stop()
-        await self.store.close()
-        await self.redis.aclose()
+        """Each part stops in turn, within `STOP_STEP_S`: a part that hangs is named in the
+        log and left behind, and the node still releases what it holds after it."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("webhooks", self.webhooks.stop),
+            ("push", self.push.stop),
+            ("alerts", self.alerts.stop),
+            ("jobs", self.jobs.stop),
+            ("feed", self.feed.close),
+            ("credentials", self.credentials.stop),
+            ("actors", self.system.stop),
+            ("store", self.store.close),
+            ("redis", self.redis.aclose),
+        ]
         if self.loop_watch is not None:
-            await self.loop_watch.stop()
+            steps.append(("loop watch", self.loop_watch.stop))
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), STOP_STEP_S)
+            except TimeoutError:
+                log.warning("stopping: %s did not stop within %.0f s", name, STOP_STEP_S)
+            except Exception as exc:
+                log.warning("stopping: %s failed: %s", name, type(exc).__name__)
 
     async def verify_agent(self, auth: Any) -> tuple[str, int]:
         return await verify_agent_handshake(

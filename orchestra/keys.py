@@ -75,6 +75,12 @@ def lease_fence(partition: int) -> str:
     return f"{PREFIX}:lease:{partition}:fence"
 
 
+def lease_released(partition: int) -> str:
+    """Set when a partition's holder released its lease, until the next holder takes it:
+    a lease taken without it had expired (a takeover, counted in the metrics)."""
+    return f"{PREFIX}:lease:{partition}:released"
+
+
 def timers(partition: int) -> str:
     return f"{PREFIX}:timers:{partition}"
 
@@ -87,6 +93,31 @@ def replies(inbox: str) -> str:
 
 def nodes() -> str:
     return f"{PREFIX}:nodes"
+
+
+# -- patterns of the cleanup jobs (`gateway/jobs/cleanup.py`) ------------------------------
+
+
+def replies_pattern() -> str:
+    """SCAN pattern matching every node's ask reply list (`replies`)."""
+    return f"{PREFIX}:replies:*"
+
+
+def inbox_of_replies(key: str) -> str | None:
+    """The inbox name of a key built by `replies`; None for any other key."""
+    head = f"{PREFIX}:replies:"
+    return key[len(head) :] if key.startswith(head) and len(key) > len(head) else None
+
+
+def node_socket_slots_pattern() -> str:
+    """SCAN pattern matching every node's `node_socket_slots` index."""
+    return f"{PREFIX}:sockets-of-node:*"
+
+
+def node_of_socket_slots(key: str) -> str | None:
+    """The node id of a key built by `node_socket_slots`; None for any other key."""
+    head = f"{PREFIX}:sockets-of-node:"
+    return key[len(head) :] if key.startswith(head) and len(key) > len(head) else None
 
 
 def leader() -> str:
@@ -159,3 +190,29 @@ def revoked_families() -> str:
 def revocations_channel() -> str:
     """Pub/sub channel announcing each revocation to every node."""
     return f"{PREFIX}:auth:revocations"
+
+
+# -- alerts (`gateway.alerts`): one hash tag, so that one script touches all three ---------
+
+
+def alerts_firing() -> str:
+    """Hash of the alerts firing now: field `<rule>:<subject>`, value JSON
+    `{id, rule, subject, severity, message, since, details}` (`orchestra status` reads it)."""
+    return f"{PREFIX}:{{alerts}}:firing"
+
+
+def alerts_fired_at() -> str:
+    """Hash `<rule>:<subject>` -> when it last fired (ms): its cool-down runs from there."""
+    return f"{PREFIX}:{{alerts}}:fired-at"
+
+
+def alert_events() -> str:
+    """Stream of alert events (firing, resolved) to deliver (capped): to SQL and the alert
+    webhooks, by every node in one consumer group (`gateway.alerts.delivery`)."""
+    return f"{PREFIX}:{{alerts}}:events"
+
+
+def alert_requests(bucket: int) -> str:
+    """Hash {ok, error}: socket requests answered across the cluster in one time bucket
+    (expires), for the error-rate rule."""
+    return f"{PREFIX}:alerts:requests:{bucket}"

@@ -16,8 +16,16 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from orchestra.files import make_private_dir
 
@@ -143,8 +151,48 @@ class Settings(BaseModel):
     permission_timeout_s: float = Field(1800.0, gt=0)
     expose_stack: bool = False
     log_level: str = "INFO"
+    # Logs (issue 12, `orchestra/logs.py`): `json`, one sanitised JSON object a line with
+    # the trace id and the ids of the request; `text` for a terminal; `auto`: text when
+    # stderr is a terminal, JSON otherwise (`orchestra up` runs its children with text).
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Warn (with the stack) when the event loop is held longer than this; 0: no watch.
     loop_stall_warn_ms: int = Field(0, ge=0)
+    # Health checks and cleanup (issue 12, leader-run jobs). Every online agent is pinged
+    # this often; one whose pong takes longer than `agent_pong_timeout_s` is unhealthy
+    # until a pong comes (silent for three heartbeats, it goes offline). Cleanup runs every
+    # `cleanup_interval_s`: dead nodes' leftovers, queue entries of tasks that are gone,
+    # and the event streams of sessions ended longer than `session_stream_retention_s`
+    # ago (archived to SQL first, still readable from there).
+    agent_ping_interval_s: float = Field(10.0, gt=0)
+    agent_pong_timeout_s: float = Field(5.0, gt=0)
+    cleanup_interval_s: float = Field(60.0, gt=0)
+    session_stream_retention_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # Metrics (issue 12, `GET /metrics`). Every `metrics_interval_s` each node times a
+    # Redis and a SQL round trip and counts its mailboxes' depth, and the leader counts
+    # tasks by status, the dispatch queue and the archive's lag. With a token set,
+    # scrapes must send `Authorization: Bearer <metrics_token>`.
+    metrics_interval_s: float = Field(15.0, gt=0)
+    metrics_token: str = Field(default="", repr=False)
+    # Alerts (issue 12, `gateway.alerts`): the leader evaluates the rules every
+    # `alert_interval_s`: an agent offline; the online agents' average latency over
+    # `alert_latency_ms`; over `alert_error_rate` of the socket requests of the last
+    # `alert_window_s` answered with an error (once at least `alert_error_min_requests`
+    # came); a permission request waiting longer than `alert_permission_wait_s`; tasks
+    # queued longer than `alert_queue_wait_s`. An alert fires once, and resolves once
+    # its condition clears; the same alert does not fire again within
+    # `alert_cooldown_s` of its last firing. Firing and resolved alerts go to the log,
+    # to SQL and to each of `alert_webhooks` (comma-separated URLs), signed with
+    # `alert_webhook_secret` (required when any URL is given) as users' webhooks are.
+    alert_interval_s: float = Field(60.0, gt=0)
+    alert_cooldown_s: float = Field(600.0, ge=0)
+    alert_window_s: float = Field(300.0, gt=0)
+    alert_latency_ms: float = Field(5000.0, gt=0)
+    alert_error_rate: float = Field(0.1, gt=0, le=1)
+    alert_error_min_requests: int = Field(20, gt=0)
+    alert_permission_wait_s: float = Field(600.0, gt=0)
+    alert_queue_wait_s: float = Field(300.0, gt=0)
+    alert_webhook_secret: str = Field(default="", repr=False)
+    alert_webhooks: tuple[str, ...] = Field(default=(), repr=False)
 
     # Agents (both sides use the heartbeat figures)
     heartbeat_interval_s: float = Field(10.0, gt=0)
@@ -193,6 +241,25 @@ class Settings(BaseModel):
         if value and not _is_key(value):
             # Never echo the value: it is a secret, even when malformed.
             raise ValueError("must be the base64 encoding of 32 bytes")
+        return value
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _split_alert_webhooks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_alert_webhooks(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                # Never echo the URL: it may carry a token.
+                raise ValueError("each URL must be http:// or https://")
+        if value and not info.data.get("alert_webhook_secret"):
+            raise ValueError("ORCHESTRA_ALERT_WEBHOOK_SECRET must be set to sign alerts")
         return value
 
     @field_validator("agent_allowed_roots", mode="before")

@@ -3,9 +3,12 @@
 from gateway.rest import (
     agents,
     ai_configs,
+    alerts,
     audit,
     auth,
+    docs,
     health,
+    metrics,
     push,
     sessions,
     tasks,
@@ -18,6 +21,7 @@ BLUEPRINTS = [
     auth.bp,
     users.bp,
     audit.bp,
+    alerts.bp,
     agents.bp,
     ai_configs.bp,
     sessions.bp,
@@ -26,4 +30,6 @@ BLUEPRINTS = [
     webhooks.bp,
     push.bp,
     health.bp,
+    metrics.bp,
+    docs.bp,
 ]
