@@ -76,7 +76,7 @@ export function Admin() {
     ${message && html`<p role="status">${message}</p>`}
     <h2>This gateway</h2>
     ${health && html`<dl class="health">
-      <dt>Status</dt><dd class=${health.status}>${health.status}</dd>
+      <dt>Status</dt><dd class=${health.status}>${health.status}${(health.reasons || []).length ? `: ${health.reasons.join("; ")}` : ""}</dd>
       <dt>Node</dt><dd>${health.node}${health.leader ? " (leader)" : ""}</dd>
       <dt>Partitions held</dt><dd>${(health.partitions || []).length}</dd>
       ${Object.entries(health.checks || {}).map(
