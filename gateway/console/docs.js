@@ -10,6 +10,12 @@ import { html, render, useEffect, useState } from "./vendor/preact-htm.module.js
 
 const METHODS = ["get", "post", "put", "patch", "delete"];
 
+/** Text with `code` spans (as the docstrings write them) shown as code, never as HTML.
+ * @param {string | undefined} text */
+function prose(text) {
+  return (text || "").split("`").map((piece, i) => (i % 2 ? html`<code>${piece}</code>` : piece));
+}
+
 /** @param {string} ref */
 function refName(ref) {
   return ref.slice(ref.lastIndexOf("/") + 1);
@@ -66,7 +72,7 @@ function Type({ schema }) {
       ${properties.map(
         ([name, p]) => html`<li>
           <code>${name}${required.has(name) ? "" : "?"}</code>: <${Type} schema=${p} />
-          ${p.description ? html` <span class="muted">— ${p.description}</span>` : null}
+          ${p.description ? html` <span class="muted">— ${prose(p.description)}</span>` : null}
         </li>`,
       )}
     </ul>}`;
@@ -87,7 +93,7 @@ function OperationView({ item, schemas }) {
       <span>${op.summary}</span>
       <span class="lock">${op.security && op.security.length ? "bearer token" : "no token"}</span>
     </h3>
-    ${op.description ? html`<p class="description">${op.description}</p>` : null}
+    ${op.description ? html`<p class="description">${prose(op.description)}</p>` : null}
     ${parameters.length
       ? html`<table>
           <thead><tr><th>parameter</th><th>in</th><th>type</th><th>meaning</th></tr></thead>
@@ -97,7 +103,7 @@ function OperationView({ item, schemas }) {
                 <td><code>${p.name}${p.required ? "" : "?"}</code></td>
                 <td>${p.in}</td>
                 <td class="type"><${Type} schema=${p.schema} /></td>
-                <td>${p.description || ""}</td>
+                <td>${prose(p.description)}</td>
               </tr>`,
             )}
           </tbody>
@@ -121,7 +127,7 @@ function OperationView({ item, schemas }) {
                   ${type === "application/json" ? null : html` <span class="muted">${type}</span>`}</div>`,
               )}
             </td>
-            <td class="description">${answer.description}</td>
+            <td class="description">${prose(answer.description)}</td>
           </tr>`;
         })}
       </tbody>
@@ -147,9 +153,9 @@ function Docs({ doc }) {
   const schemas = Object.entries(components);
   return html`
     <h1>${doc.info?.title} <span class="muted">${doc.info?.version}</span></h1>
-    <p class="lead">${doc.info?.description}</p>
-    <p><a href="/api/openapi.json">openapi.json</a> (OpenAPI ${doc.openapi}) ·
-      ${operations.length} operations · <a href="#schemas">${schemas.length} schemas</a></p>
+    <p class="lead">${prose(doc.info?.description)}</p>
+    <p><a href="/api/openapi.json">openapi.json</a> (OpenAPI ${doc.openapi})
+      · ${operations.length} operations · <a href="#schemas">${schemas.length} schemas</a></p>
     <label class="filter">Filter operations
       <input type="search" value=${filter}
         onInput=${(/** @type {Event} */ e) => setFilter(/** @type {HTMLInputElement} */ (e.target).value)} />
@@ -160,7 +166,7 @@ function Docs({ doc }) {
     ${schemas.map(
       ([name, schema]) => html`<section class="operation" id=${"schema-" + name}>
         <h3><span class="path">${name}</span></h3>
-        ${schema.description ? html`<p class="description">${schema.description}</p>` : null}
+        ${schema.description ? html`<p class="description">${prose(schema.description)}</p>` : null}
         <div class="type"><${Type} schema=${{ ...schema, $ref: undefined }} /></div>
       </section>`,
     )}`;

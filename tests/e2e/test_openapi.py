@@ -40,6 +40,7 @@ from tests.support.web import login
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "console"
 CHROMIUM = os.environ.get("ORCHESTRA_TEST_CHROMIUM") or shutil.which("chromium") or ""
 
 #: examples per operation and generation mode: ~50 operations in well under a minute
@@ -205,6 +206,8 @@ async def test_the_docs_page_renders_every_operation(served: Served) -> None:
             await page.goto(served.gateway.url + "/api/docs")
             create = page.locator("section#agents\\.create_agent")
             await create.wait_for()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
             assert await page.locator("section.operation[id*='.']").count() == count
             text = await create.inner_text()
             assert "POST" in text and "/api/agents" in text and "AgentSecret" in text
