@@ -154,8 +154,7 @@ function Docs({ doc }) {
   return html`
     <h1>${doc.info?.title} <span class="muted">${doc.info?.version}</span></h1>
     <p class="lead">${prose(doc.info?.description)}</p>
-    <p><a href="/api/openapi.json">openapi.json</a> (OpenAPI ${doc.openapi})
-      · ${operations.length} operations · <a href="#schemas">${schemas.length} schemas</a></p>
+    <p><a href="/api/openapi.json">openapi.json</a> (OpenAPI ${doc.openapi})${" · "}${operations.length} operations · <a href="#schemas">${schemas.length} schemas</a></p>
     <label class="filter">Filter operations
       <input type="search" value=${filter}
         onInput=${(/** @type {Event} */ e) => setFilter(/** @type {HTMLInputElement} */ (e.target).value)} />
