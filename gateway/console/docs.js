@@ -110,8 +110,7 @@ function OperationView({ item, schemas }) {
         </table>`
       : null}
     ${body
-      ? html`<p><strong>Body</strong>${op.requestBody.required ? "" : " (optional)"}:
-          <${Type} schema=${body} /></p>
+      ? html`<p><strong>Body</strong>${op.requestBody.required ? ": " : " (optional): "}<${Type} schema=${body} /></p>
           <div class="type"><${Type} schema=${body.$ref ? schemas[refName(body.$ref)] : body} /></div>`
       : null}
     <table>
