@@ -266,9 +266,10 @@ class ActorSystem:
             entries = [
                 (
                     text(entry_id),
+                    # (fields: none for an entry trimmed while it was pending)
                     {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)},
                 )
-                for entry_id, flat in answer[1]
+                for entry_id, flat in ((e, f or []) for e, f in answer[1])
             ]
             return kind, entries
         return kind, (text(answer[1]) if kind == _IDLE else None)

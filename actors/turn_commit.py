@@ -129,11 +129,13 @@ class Plan:
 
 async def commit(scripts: Scripts, plan: Plan, read_back: str | None = None) -> Committed | None:
     """Run the plan; None when the lease was lost (nothing was written). `read_back`: a
-    hash to return as it is right after the commit (an actor's state)."""
+    hash to return as it is right after the commit (an actor's state). A call sent again
+    (the client's retry after a lost connection) commits once and answers the same."""
     wanted = plan.key(read_back) if read_back is not None else 0
+    memo = plan.key(keys.commit_memo(plan.stream, plan.entry_ids[0]))
     writes = _WRITES_ENCODER.encode(plan.writes)
     answer: Any = await scripts.turn_commit(
-        keys=plan.keys, args=[plan.fence[1], plan.group, wanted, writes, *plan.entry_ids]
+        keys=plan.keys, args=[plan.fence[1], plan.group, wanted, writes, memo, *plan.entry_ids]
     )
     if int(answer[0]) != 1:
         return None

@@ -81,6 +81,12 @@ def lease_released(partition: int) -> str:
     return f"{PREFIX}:lease:{partition}:released"
 
 
+def commit_memo(mailbox_key: str, entry_id: str) -> str:
+    """A turn commit's holder and answer, kept a minute under the first mailbox entry it
+    acknowledged, so that the call sent again commits once (`actors/lua/turn_commit.lua`)."""
+    return f"{mailbox_key}:commit:{entry_id}"
+
+
 def timers(partition: int) -> str:
     return f"{PREFIX}:timers:{partition}"
 

@@ -1,4 +1,5 @@
 -- Take new mail from a partition's mailbox, only while holding the partition's lease.
+-- (Mail this consumer already took and did not acknowledge comes back first: see below.)
 -- A node that lost its lease must not take new entries: they would be pending under it,
 -- and the next holder, reading on, would handle later mail before them.
 -- The partition's due timers are moved into the mailbox first (as timers_due.lua does),
@@ -21,6 +22,14 @@ for _, member in ipairs(due) do
   end
   redis.call('XADD', KEYS[2], '*', unpack(args))
   redis.call('ZREM', KEYS[3], member)
+end
+-- Entries this consumer took and never acknowledged go first: a call whose answer was
+-- lost with the connection and that the client sent again (redis-py retries on a
+-- connection error) took them, and they must not wait behind newer mail.
+local mine = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
+  'STREAMS', KEYS[2], '0')
+if mine and mine[1] and #mine[1][2] > 0 then
+  return {1, mine[1][2]}
 end
 local read = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
   'STREAMS', KEYS[2], '>')

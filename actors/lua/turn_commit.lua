@@ -14,11 +14,29 @@
 --       KEYS[outbox] its outbox stream: it gets the next commandId (the hash's
 --       `commandSeq`) and the outbox entry id 0-<commandId>
 -- (One JSON argument rather than many: a client packs and sends it far more cheaply.)
--- ARGV[5..] the mailbox entries the turns handled, acknowledged together
+-- ARGV[5] index in KEYS of the commit's memo (see below)
+-- ARGV[6..] the mailbox entries the turns handled, acknowledged together
 -- Returns {0} when the lease is not ours; else {1, commandIds, readBack, errors}:
 -- readBack the hash's fields and values (flat, empty when none was asked for), errors
 -- the messages of writes Redis refused (the others and the ack are done all the same,
 -- as with MULTI/EXEC, so a bad write cannot keep a message pending for ever).
+--
+-- The memo makes a call run twice commit once: a client that lost its connection after
+-- sending the call sends it again (redis-py retries on a connection error), and the
+-- second run must neither write again nor report the lease lost. The first run keeps
+-- its holder and its answer under the memo (named after the first entry, whose id is
+-- unique) for MEMO_MS; a second run by the same holder gets that answer and changes
+-- nothing, one by any other holder gets {0}.
+local MEMO_MS = 60000
+local memo = KEYS[tonumber(ARGV[5])]
+local done = redis.call('GET', memo)
+if done then
+  local kept = cjson.decode(done)
+  if kept[1] ~= ARGV[1] then
+    return {0}
+  end
+  return kept[2]
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0}
 end
@@ -43,10 +61,12 @@ for _, write in ipairs(cjson.decode(ARGV[4])) do
     errors[#errors + 1] = reply.err
   end
 end
-redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 5))
+redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, 6))
 local read_back = {}
 local wanted = tonumber(ARGV[3])
 if wanted > 0 then
   read_back = redis.call('HGETALL', KEYS[wanted])
 end
-return {1, ids, read_back, errors}
+local answer = {1, ids, read_back, errors}
+redis.call('SET', memo, cjson.encode({ARGV[1], answer}), 'PX', MEMO_MS)
+return answer

@@ -121,6 +121,69 @@ async def test_a_commit_under_a_lost_lease_writes_nothing(redis: RedisServer) ->
     await client.aclose()
 
 
+async def test_a_commit_sent_again_commits_once_and_answers_the_same(redis: RedisServer) -> None:
+    """A client that lost its connection after sending a commit sends it again (redis-py
+    retries on a connection error): the turn must not be applied twice, nor be reported
+    as lost, and a holder that took the partition since gets nothing of it."""
+    client = Redis.from_url(redis.url, decode_responses=True)
+    scripts = Scripts(client)
+    stream, lease = keys.mailbox(0), keys.lease(0)
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    await streams.xadd(client, stream, Message(to="counter:x", type="add").fields())
+    read: Any = await client.xreadgroup("g", "c", {stream: ">"})
+    [[_, [(entry_id, fields)]]] = read
+    await client.set(lease, "n1:1")
+    address = Address("counter", "x")
+    turn = Turn(address=address, message=Message.from_fields(fields), state={})
+    turn.set(count=1)
+    turn.write(lambda pipe: pipe.hincrby(address.state_key(), "bumps", 1))
+    turn.tell(Address("counter", "y"), "add")
+    turn.command("a1", "task:assign", {"taskId": "t1"})
+    plan = Plan((lease, "n1:1"), stream, "g")
+    plan.add_turn(entry_id, turn, {"ok": 1}, partitions=1)
+
+    first = await commit(scripts, plan, read_back=address.state_key())
+    again = await commit(scripts, plan, read_back=address.state_key())
+    assert first is not None and again is not None
+    assert [r.command_ids for r in again.results] == [r.command_ids for r in first.results] == [[1]]
+    assert again.read_back == first.read_back == {"count": "1", "bumps": "1"}
+    assert await client.hget(address.state_key(), "bumps") == "1"
+    assert await client.xlen(keys.agent_outbox("a1")) == 1
+    assert await client.hget(keys.agent("a1"), "commandSeq") == "1"
+    assert await client.xlen(stream) == 2  # the message, and the one to counter:y once
+
+    await client.set(lease, "n2:2")  # another node holds the partition now
+    assert await commit(scripts, Plan((lease, "n2:2"), stream, "g", entry_ids=[entry_id])) is None
+    await client.aclose()
+
+
+async def test_a_mailbox_read_sent_again_gives_the_same_mail_first(redis: RedisServer) -> None:
+    """A read whose answer was lost with the connection, sent again, gets the entries
+    the first one took (before any newer): none is left pending behind later mail."""
+    client = Redis.from_url(redis.url, decode_responses=True)
+    scripts = Scripts(client)
+    stream, lease, timers = keys.mailbox(0), keys.lease(0), keys.timers(0)
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    for n in range(3):
+        await streams.xadd(client, stream, Message(to=f"counter:{n}", type="add").fields())
+    await client.set(lease, "n1:1")
+
+    async def read() -> list[str]:
+        answer: Any = await scripts.mailbox_read(
+            keys=[lease, stream, timers], args=["n1:1", "g", "n1", 2, 0]
+        )
+        assert int(answer[0]) == 1, answer
+        return [entry_id for entry_id, _ in answer[1]]
+
+    first = await read()
+    assert len(first) == 2
+    assert await read() == first  # sent again: the same two, not the third
+    await client.xack(stream, "g", *first)
+    [third] = await read()
+    assert third not in first
+    await client.aclose()
+
+
 def test_writes_are_recorded_with_redis_py_arguments_one_key_each() -> None:
     writes = record(
         [
