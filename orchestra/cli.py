@@ -223,8 +223,21 @@ def run_status(args: argparse.Namespace) -> int:
     """The cluster from Redis and SQL (`gateway.status`): a text table, or `--json`."""
     import json
 
+    from orchestra.up import running_redis_file
+
+    settings = load_settings(args)
+    # On the data folder of a running `orchestra up`, its private Redis, unless a Redis
+    # was named (flag, environment or config file).
+    running = running_redis_file(settings.data_dir)
+    named = (
+        getattr(args, "redis_url", None)
+        or os.environ.get("ORCHESTRA_REDIS_URL")
+        or getattr(args, "config", None)
+    )
+    if not named and running.is_file():
+        settings = load_settings(args, redis_url=running.read_text().strip())
     status_module = importlib.import_module("gateway.status")
-    status = asyncio.run(status_module.collect(load_settings(args)))
+    status = asyncio.run(status_module.collect(settings))
     if args.json:
         print(json.dumps(status, indent=2))
     else:

@@ -45,7 +45,11 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
     redis = RedisServer(data_dir=data_dir / "redis", appendonly=True)
     await redis.start()
     children: list[subprocess.Popen[bytes]] = []
+    # Where this run's private Redis answers, for `orchestra status --data-dir` (which
+    # would otherwise look for Redis at its default address); removed at the end.
+    running = running_redis_file(data_dir)
     try:
+        _write_private(running, redis.url)
         env = dict(os.environ)
         env.update(
             ORCHESTRA_REDIS_URL=redis.url,
@@ -101,7 +105,13 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
     finally:
         for child in reversed(children):
             _stop(child)
+        running.unlink(missing_ok=True)
         await redis.stop()
+
+
+def running_redis_file(data_dir: Path) -> Path:
+    """The file naming the Redis of an `orchestra up` running on `data_dir`."""
+    return data_dir / "redis" / "running.url"
 
 
 def _log_format(args: argparse.Namespace) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -85,6 +86,18 @@ async def test_up_runs_everything_and_a_second_agent_can_join(tmp_path: Path) ->
         assert line["data"] == "hello from up"
         result = await client.wait_for_event("task:result")
         assert result["success"] is True
+
+        # `orchestra status` from the same folder finds up's private Redis by itself.
+        status = subprocess.run(
+            [sys.executable, "-m", "orchestra", "status", "--json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        cluster = json.loads(status.stdout)
+        assert cluster["leader"] == "up", cluster
+        assert [n["id"] for n in cluster["nodes"]] == ["up"]
+        assert cluster["partitions"]["unheld"] == []
+        [agent] = cluster["agents"]
+        assert agent["name"] == "local" and agent["status"] == "online", agent
 
         # A second terminal: create an agent and run it against the same gateway.
         created = subprocess.run(
