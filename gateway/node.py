@@ -137,7 +137,6 @@ class Node:
             self.system,
             self.jobs.lease,
             settings.metrics_interval_s,
-            settings.session_stream_max_events,
         )
         self.jobs.add(
             "node-metrics", settings.metrics_interval_s, self.metrics.probe, cluster_wide=False

@@ -21,13 +21,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
+from typing import Any
 
 from gateway.notify_consumer import GiveUp, Notification, NotificationConsumer
 from orchestra.codec import now_iso
 from orchestra.crypto import CryptoError, decrypt_field
 from orchestra.db import Webhook
 
-__all__ = ["GROUP", "Notification", "WebhookDispatcher", "delivery_id", "sign"]
+__all__ = ["GROUP", "Notification", "WebhookDispatcher", "delivery_id", "post_signed", "sign"]
 
 GROUP = "webhooks"
 
@@ -40,6 +42,34 @@ def delivery_id(event_key: str, webhook_id: str) -> str:
 def sign(secret: str, body: bytes) -> str:
     """The `X-Orchestra-Signature` value of a body."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def post_signed(
+    consumer: NotificationConsumer[Any],
+    url: str,
+    secret: str,
+    note: Notification,
+    target_id: str,
+    payload: Callable[[str, str], dict[str, Any]],
+    user_agent: str,
+) -> str | None:
+    """POST `payload(delivery id, timestamp)` as JSON to `url`, signed with `secret`, with
+    the headers above: None when the receiver took it (2xx), else why not."""
+    delivery = delivery_id(note.key, target_id)
+    timestamp = now_iso()
+    body = json.dumps(payload(delivery, timestamp), separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": user_agent,
+        "X-Orchestra-Event": note.kind,
+        "X-Orchestra-Delivery": delivery,
+        "X-Orchestra-Timestamp": timestamp,
+        "X-Orchestra-Signature": sign(secret, body),
+    }
+    status = await consumer.post(url, body, headers)
+    if isinstance(status, str):
+        return status
+    return None if 200 <= status < 300 else f"HTTP {status}"
 
 
 class WebhookDispatcher(NotificationConsumer[Webhook]):
@@ -59,27 +89,18 @@ class WebhookDispatcher(NotificationConsumer[Webhook]):
             secret = decrypt_field(self._settings.secrets_key, target.id, target.secret_encrypted)
         except CryptoError:
             raise GiveUp("its secret does not decrypt under this secrets key") from None
-        delivery = delivery_id(note.key, target.id)
-        timestamp = now_iso()
-        body = json.dumps(
-            {
+        return await post_signed(
+            self,
+            target.url,
+            secret,
+            note,
+            target.id,
+            lambda delivery, timestamp: {
                 "id": delivery,
                 "event": note.kind,
                 "timestamp": timestamp,
                 "url": self.link(note.data),
                 "data": note.data,
             },
-            separators=(",", ":"),
-        ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Orchestra-Webhooks/1",
-            "X-Orchestra-Event": note.kind,
-            "X-Orchestra-Delivery": delivery,
-            "X-Orchestra-Timestamp": timestamp,
-            "X-Orchestra-Signature": sign(secret, body),
-        }
-        status = await self.post(target.url, body, headers)
-        if isinstance(status, str):
-            return status
-        return None if 200 <= status < 300 else f"HTTP {status}"
+            "Orchestra-Webhooks/1",
+        )

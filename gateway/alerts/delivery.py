@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 from gateway.alerts.evaluate import FIRING, RESOLVED
 from gateway.notify_consumer import Notification, NotificationConsumer
-from gateway.webhooks import delivery_id, sign
+from gateway.webhooks import post_signed
 from orchestra import keys
-from orchestra.codec import now_iso, parse_timestamp
+from orchestra.codec import parse_timestamp
 from orchestra.db import AlertRecord, StoreError
 
 __all__ = ["GROUP", "AlertDispatcher", "AlertTarget"]
@@ -81,24 +81,20 @@ class AlertDispatcher(NotificationConsumer[AlertTarget]):
     async def attempt(self, note: Notification, target: AlertTarget) -> str | None:
         if target.url is None:
             return await self._record(note)
-        delivery = delivery_id(note.key, target.id)
-        timestamp = now_iso()
-        body = json.dumps(
-            {"id": delivery, "type": note.kind, "alert": note.data, "timestamp": timestamp},
-            separators=(",", ":"),
-        ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "Orchestra-Alerts/1",
-            "X-Orchestra-Event": note.kind,
-            "X-Orchestra-Delivery": delivery,
-            "X-Orchestra-Timestamp": timestamp,
-            "X-Orchestra-Signature": sign(self._settings.alert_webhook_secret, body),
-        }
-        status = await self.post(target.url, body, headers)
-        if isinstance(status, str):
-            return status
-        return None if 200 <= status < 300 else f"HTTP {status}"
+        return await post_signed(
+            self,
+            target.url,
+            self._settings.alert_webhook_secret,
+            note,
+            target.id,
+            lambda delivery, timestamp: {
+                "id": delivery,
+                "type": note.kind,
+                "alert": note.data,
+                "timestamp": timestamp,
+            },
+            "Orchestra-Alerts/1",
+        )
 
     async def _record(self, note: Notification) -> str | None:
         alert = note.data

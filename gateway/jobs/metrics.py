@@ -4,17 +4,17 @@ Every node, every `metrics_interval_s` (`NodeMetrics.probe`, a node job): one Re
 and one SQL `SELECT 1`, timed, and the depth of the mailboxes of the partitions it holds.
 The partitions it holds are read when scraped.
 
-The leader, as often (`ClusterGauges.refresh`, a cluster-wide job): tasks by status, the
-dispatch queue's depth and the archive's lag (events held in session streams beyond
-their cap, which the trim job has yet to archive). They are exported only while this
-node leads and its last run is recent (`exported`), so a node that lost the lead does
-not go on exporting what it counted then, and Prometheus's sum over the nodes counts
-each figure once.
+The leader, as often (`ClusterGauges.refresh`, a cluster-wide job): tasks by status and
+the dispatch queue's depth; the archive's lag (events held in session streams beyond
+their cap) is set by the trim job, which measures every stream anyway. They are
+exported only while this node leads and its last run is recent (`exported`), so a node
+that lost the lead does not go on exporting what it counted then, and Prometheus's sum
+over the nodes counts each figure once.
 
-Cost of a leader run: three ZCARDs; an HSCAN of the task index with, per page of 1000
-tasks, one pipeline of HGETs of their status; a SCAN of the session streams with, per
-page, one pipeline of XLENs. At most `MAX_PAGES` pages of each per run: a larger
-cluster is counted over several runs, and its figures change when a whole pass is done.
+Cost of a leader run: three ZCARDs, and an HSCAN of the task index with, per page of 1000
+tasks, one pipeline of HGETs of their status. At most `MAX_PAGES` pages per run: a
+larger cluster is counted over several runs, and its figures change when a whole pass
+is done.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from orchestra.errors import OrchestraError
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-MAX_PAGES = 100  # per scan and run: 100,000 tasks, or streams
+MAX_PAGES = 100  # per run: 100,000 tasks
 #: statuses a task hash may hold (anything else is counted as `other`)
 STATUSES = (*WIRE_STATUS, "rejected")
 
@@ -55,12 +55,11 @@ class NodeMetrics:
         system: ActorSystem,
         lease: LeaderLease,
         interval_s: float,
-        stream_cap: int,
     ) -> None:
         self.redis = redis
         self.store = store
         self.system = system
-        self.cluster = ClusterGauges(redis, lease, interval_s, stream_cap)
+        self.cluster = ClusterGauges(redis, lease, interval_s)
         metrics.PARTITIONS_HELD.set_function(lambda: len(system.held_partitions))
 
     async def probe(self) -> None:
@@ -92,14 +91,12 @@ class _Scan:
 class ClusterGauges:
     """The cluster-wide figures, counted by the leader (see the module docstring)."""
 
-    def __init__(self, redis: Redis, lease: LeaderLease, interval_s: float, cap: int) -> None:
+    def __init__(self, redis: Redis, lease: LeaderLease, interval_s: float) -> None:
         self.redis = redis
         self.lease = lease
         self.interval_s = interval_s
-        self.cap = cap
         self._last_run = float("-inf")  # time.monotonic() of the last successful run
         self._tasks = _Scan()
-        self._streams = _Scan()
 
     def exported(self) -> bool:
         """Whether this node's figures are the cluster's now: it leads, and counted lately."""
@@ -109,7 +106,7 @@ class ClusterGauges:
     async def refresh(self) -> None:
         if time.monotonic() - self._last_run > 3 * self.interval_s + 1.0:
             # Leading anew (or after failures): counts from back then are no use now.
-            self._tasks, self._streams = _Scan(), _Scan()
+            self._tasks = _Scan()
         async with self.redis.pipeline(transaction=False) as pipe:
             for priority in PRIORITIES:
                 pipe.zcard(keys.dispatch_queue(priority))
@@ -119,9 +116,6 @@ class ClusterGauges:
             for status in (*STATUSES, "other"):
                 metrics.TASKS.labels(status).set(self._tasks.counted.get(status, 0))
             self._tasks = _Scan()
-        if await self._count_lag():
-            metrics.ARCHIVE_LAG.set(self._streams.counted["lag"])
-            self._streams = _Scan()
         self._last_run = time.monotonic()
 
     async def _count_tasks(self) -> bool:
@@ -137,23 +131,6 @@ class ClusterGauges:
                 for raw in statuses:
                     if raw is not None:
                         scan.counted[_status(text(raw))] += 1
-            if int(scan.cursor) == 0:
-                return True
-        return False
-
-    async def _count_lag(self) -> bool:
-        """Go on with the pass over the session streams; True once it is complete."""
-        scan = self._streams
-        for _ in range(MAX_PAGES):
-            scan.cursor, found = await self.redis.scan(
-                scan.cursor, match=keys.session_events_pattern(), count=PAGE, _type="stream"
-            )
-            if found:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key in found:
-                        pipe.xlen(text(key))
-                    lengths = await pipe.execute()
-                scan.counted["lag"] += sum(max(0, int(n) - self.cap) for n in lengths)
             if int(scan.cursor) == 0:
                 return True
         return False

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from actors import ActorSystem, session_address
 from actors.values import text
-from orchestra import keys
+from orchestra import keys, metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,10 @@ _SCAN_PAGE = 1000
 
 
 async def trim_session_streams(redis: Redis, system: ActorSystem, max_events: int) -> int:
-    """Send `trim` to every session whose stream holds more than `max_events`; how many."""
-    told = 0
+    """Send `trim` to every session whose stream holds more than `max_events`; how many.
+    The events over the caps it found are the archive's lag (`orchestra_archive_lag_events`,
+    which only the leader, running this job, exports)."""
+    told = lag = 0
     cursor = 0
     while True:
         cursor, found = await redis.scan(
@@ -40,8 +42,10 @@ async def trim_session_streams(redis: Redis, system: ActorSystem, max_events: in
                 if session_id is not None and int(length) > max_events:
                     await system.tell(session_address(session_id), "trim", {}, sender="trim-job")
                     told += 1
+                    lag += int(length) - max_events
         if int(cursor) == 0:
             break
+    metrics.ARCHIVE_LAG.set(lag)
     if told:
         log.info("asked %d session(s) to trim their event streams", told)
     return told

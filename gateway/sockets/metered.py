@@ -29,14 +29,16 @@ UNKNOWN = "unknown"
 class MeteredServer(socketio.AsyncServer):
     """The server's part: events received, their latency, sockets connected."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._connected: dict[str, set[str]] = {}  # namespace -> sockets connected
-
     def register_namespace(self, namespace_handler: Any) -> None:
         super().register_namespace(namespace_handler)
-        sockets = self._connected.setdefault(namespace_handler.namespace, set())
-        metrics.CONNECTIONS.labels(namespace_handler.namespace).set_function(lambda: len(sockets))
+        namespace = namespace_handler.namespace
+        metrics.CONNECTIONS.labels(namespace).set_function(lambda: self.connected(namespace))
+
+    def connected(self, namespace: str) -> int:
+        """Sockets of `namespace` past their connect handler, from the manager's own
+        record: all it holds, less those still being let in."""
+        sockets = self.manager.rooms.get(namespace, {}).get(None, {})
+        return len(sockets) - len(self.manager.pending_connect.get(namespace, ()))
 
     def event_label(self, namespace: str, event: Any) -> str:
         handler = self.namespace_handlers.get(namespace)
@@ -54,14 +56,6 @@ class MeteredServer(socketio.AsyncServer):
         finally:
             elapsed_s = time.perf_counter() - started
             metrics.EVENT_LATENCY.labels(namespace, name).observe(elapsed_s)
-
-    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
-        if event == "disconnect":
-            self._connected.get(namespace, set()).discard(args[0])
-        answer = await super()._trigger_event(event, namespace, *args)
-        if event == "connect" and answer is not False and namespace in self._connected:
-            self._connected[namespace].add(args[0])
-        return answer
 
     def count_sent(self, namespace: str, event: str, sockets: int) -> None:
         if sockets:

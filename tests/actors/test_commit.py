@@ -87,20 +87,31 @@ async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[MakeS
         yield make
 
 
-async def test_a_commit_under_a_lost_lease_writes_nothing(redis: RedisServer) -> None:
-    client = Redis.from_url(redis.url, decode_responses=True)
-    scripts = Scripts(client)
-    stream, lease = keys.mailbox(0), keys.lease(0)
-    await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    await streams.xadd(client, stream, Message(to="counter:x", type="add").fields())
-    read: Any = await client.xreadgroup("g", "c", {stream: ">"})
+STREAM, LEASE = keys.mailbox(0), keys.lease(0)
+
+
+async def _taken_turn(client: Redis) -> tuple[str, Turn]:
+    """One message to counter:x, taken from partition 0's mailbox under the lease "n1:1",
+    and a turn of it that sets `count`, tells counter:y and commands agent a1: its entry
+    id and the turn, not committed."""
+    await client.xgroup_create(STREAM, "g", id="0", mkstream=True)
+    await streams.xadd(client, STREAM, Message(to="counter:x", type="add").fields())
+    read: Any = await client.xreadgroup("g", "c", {STREAM: ">"})
     [[_, [(entry_id, fields)]]] = read
-    await client.set(lease, "n1:1")
-    address = Address("counter", "x")
-    turn = Turn(address=address, message=Message.from_fields(fields), state={})
+    await client.set(LEASE, "n1:1")
+    turn = Turn(address=Address("counter", "x"), message=Message.from_fields(fields), state={})
     turn.set(count=1)
     turn.tell(Address("counter", "y"), "add")
     turn.command("a1", "task:assign", {"taskId": "t1"})
+    return entry_id, turn
+
+
+async def test_a_commit_under_a_lost_lease_writes_nothing(redis: RedisServer) -> None:
+    client = Redis.from_url(redis.url, decode_responses=True)
+    scripts = Scripts(client)
+    stream, lease = STREAM, LEASE
+    entry_id, turn = await _taken_turn(client)
+    address = turn.address
 
     plan = Plan((lease, "n1:1"), stream, "g")
     plan.add_turn(entry_id, turn, {"ok": 1}, partitions=1)
@@ -127,18 +138,10 @@ async def test_a_commit_sent_again_commits_once_and_answers_the_same(redis: Redi
     as lost, and a holder that took the partition since gets nothing of it."""
     client = Redis.from_url(redis.url, decode_responses=True)
     scripts = Scripts(client)
-    stream, lease = keys.mailbox(0), keys.lease(0)
-    await client.xgroup_create(stream, "g", id="0", mkstream=True)
-    await streams.xadd(client, stream, Message(to="counter:x", type="add").fields())
-    read: Any = await client.xreadgroup("g", "c", {stream: ">"})
-    [[_, [(entry_id, fields)]]] = read
-    await client.set(lease, "n1:1")
-    address = Address("counter", "x")
-    turn = Turn(address=address, message=Message.from_fields(fields), state={})
-    turn.set(count=1)
+    stream, lease = STREAM, LEASE
+    entry_id, turn = await _taken_turn(client)
+    address = turn.address
     turn.write(lambda pipe: pipe.hincrby(address.state_key(), "bumps", 1))
-    turn.tell(Address("counter", "y"), "add")
-    turn.command("a1", "task:assign", {"taskId": "t1"})
     plan = Plan((lease, "n1:1"), stream, "g")
     plan.add_turn(entry_id, turn, {"ok": 1}, partitions=1)
 
