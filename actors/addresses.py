@@ -1,17 +1,17 @@
 """Actor addresses and where each actor's state lives.
 
 Addresses are `agent:<aid>`, `session:<sid>` and `task:<sid>/<tid>`: a task's address names
-its session because the task's hash lives under the session's hash tag (DESIGN.md §3), so
-that the output hot path can check the task's last seq and append to the session's stream
-in one Lua script.
+its session because a task lives in its session's partition (`orchestra.placement`), its
+hash beside the session's event stream, so that the output hot path can check the task's
+last seq and append to the session's stream in one Lua script.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 from orchestra import keys
+from orchestra.placement import partition_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,18 +30,19 @@ class Address:
         return cls(kind, ident)
 
     def partition(self, partitions: int) -> int:
-        """Mailbox partition: a stable hash, the same on every node and every run."""
-        return zlib.crc32(str(self).encode()) % partitions
+        """Mailbox partition: a stable hash, the same on every node and every run (a task's
+        is its session's)."""
+        return partition_of(str(self), partitions)
 
-    def state_key(self) -> str:
+    def state_key(self, partitions: int) -> str:
         if self.kind == "session":
-            return keys.session(self.id)
+            return keys.session(self.id, partitions)
         if self.kind == "agent":
-            return keys.agent(self.id)
+            return keys.agent(self.id, partitions)
         if self.kind == "task":
             sid, tid = split_task_id(self.id)
-            return keys.task(sid, tid)
-        return keys.actor_state(str(self))
+            return keys.task(sid, tid, partitions)
+        return keys.actor_state(str(self), partitions)
 
 
 def agent_address(aid: str) -> Address:

@@ -58,7 +58,7 @@ class AgentActor(Actor):
         restart) and whose assignment is not still on its way to it."""
         last_command_id = int(turn.message.body.get("lastCommandId") or 0)
         on_the_way = set()
-        outbox = keys.agent_outbox(turn.state["id"])
+        outbox = keys.agent_outbox(turn.state["id"], self.env.settings.partitions)
         for _, fields in await streams.xrange(self.env.redis, outbox, f"(0-{last_command_id}"):
             if fields.get("event") == "task:assign":
                 on_the_way.add(json.loads(fields.get("data") or "{}").get("taskId"))
@@ -124,11 +124,15 @@ class AgentActor(Actor):
         turn.set(healthy=False)
         self._move(turn, "offline")
         if turn.state.get("running"):
-            turn.schedule(
-                self.env.settings.agent_grace_period_s,
-                "grace:expired",
-                {"socketId": turn.state.get("socketId")},
-            )
+            self._start_grace(turn)
+
+    def _start_grace(self, turn: Turn) -> None:
+        """The agent's tasks are lost unless it is back within its grace period."""
+        turn.schedule(
+            self.env.settings.agent_grace_period_s,
+            "grace:expired",
+            {"socketId": turn.state.get("socketId")},
+        )
 
     async def on_grace_expired(self, turn: Turn) -> None:
         """The agent did not come back in time: its tasks are lost (or queued again)."""
@@ -152,6 +156,10 @@ class AgentActor(Actor):
         if turn.message.body["taskId"] not in running:
             turn.set(running=[*running, turn.message.body["taskId"]])
             self._load_changed(turn)
+            if agent_status(turn.state) == "offline":
+                # Assigned as the agent went away (the assignment crossed its going
+                # offline): the task waits on the agent's grace period like the others.
+                self._start_grace(turn)
 
     async def on_task_finished(self, turn: Turn) -> None:
         running = list(turn.state.get("running") or [])
@@ -179,11 +187,13 @@ class AgentActor(Actor):
         """Keep the set of online agents right, in the turn's commit (the write looks at
         the state as the turn leaves it)."""
 
+        online = keys.agents_online(self.env.settings.partitions)
+
         def write(pipe: Any) -> None:
             if agent_status(turn.state) == "offline":
-                pipe.srem(keys.agents_online(), turn.address.id)
+                pipe.srem(online, turn.address.id)
             else:
-                pipe.sadd(keys.agents_online(), turn.address.id)
+                pipe.sadd(online, turn.address.id)
 
         turn.write(write)
 

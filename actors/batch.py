@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,12 @@ from actors.actor import Actor, ActorEnv, ActorFactory
 from actors.addresses import Address
 from actors.barrier import guarded_env
 from actors.effects import AfterCommit
+from actors.home import Home
 from actors.messages import Message
 from actors.streams import Entry
 from actors.tracing import message_trace_id, turn_context
 from actors.turn import Turn, decode_state
-from actors.turn_commit import Fence, Plan, commit
+from actors.turn_commit import Plan, commit
 from actors.values import read_raw_states, read_states_of
 from orchestra import metrics
 from orchestra.errors import OrchestraError
@@ -67,10 +69,18 @@ class BatchRunner:
     its own runner: what is held back, and the barrier of its handlers' env, are the
     partition's."""
 
-    def __init__(self, env: ActorEnv, kinds: dict[str, ActorFactory], partitions: int) -> None:
+    def __init__(
+        self,
+        env: ActorEnv,
+        kinds: dict[str, ActorFactory],
+        home: Home,
+        sent: Callable[[], None] = lambda: None,
+    ) -> None:
         self.env = env
         self.kinds = kinds
-        self.partitions = partitions
+        self.home = home
+        self.partitions = home.partitions
+        self._sent = sent  # told after a commit that added to the outgoing stream
         self.turn_env = guarded_env(env, self._barrier)
         self.effects = AfterCommit(env)
         self._committing = asyncio.Lock()  # commits go out one at a time, in order
@@ -84,8 +94,7 @@ class BatchRunner:
 
     async def run(
         self,
-        fence: Fence,
-        stream: str,
+        holder: str,
         group: str,
         entries: list[Entry],
         known: dict[str, dict[str, str]],
@@ -94,13 +103,15 @@ class BatchRunner:
         committed stay pending for the partition's next holder). A Redis error leaves
         them pending too, and is raised. `known`: state hashes read after the entries
         for them were sent (and after every earlier batch committed), to read no more."""
-        parsed = [(entry_id, *_parse(entry_id, fields)) for entry_id, fields in entries]
+        parsed = [
+            (entry_id, *_parse(entry_id, fields, self.partitions)) for entry_id, fields in entries
+        ]
         state_keys = list(dict.fromkeys(k for _, _, k in parsed if k is not None))
         missing = [key for key in state_keys if key not in known]
         states = await read_states_of(self.env.redis, missing)
         states.update({key: known[key] for key in state_keys if key in known})
         self._states, self._stale = states, set()
-        self._plan, self._held, self._failure = Plan(fence, stream, group), [], None
+        self._plan, self._held, self._failure = Plan(self.home, holder, group), [], None
         try:
             for entry_id, message, state_key in parsed:
                 if await self._one(entry_id, message, state_key):
@@ -153,7 +164,7 @@ class BatchRunner:
         assert self._plan is not None
         written: tuple[dict[str, str], set[str]] = ({}, set())
         if actor is not None and turn is not None:
-            written = self._plan.add_turn(entry_id, turn, reply, self.partitions)
+            written = self._plan.add_turn(entry_id, turn, reply)
         else:
             self._plan.add_reply(entry_id, message, reply)
         self._held.append(_Done(actor, turn, self._kind(message), self._started))
@@ -221,10 +232,12 @@ class BatchRunner:
             plan, held = self._plan, self._held
             if not plan:
                 return
-            self._plan, self._held = Plan(plan.fence, plan.stream, plan.group), []
+            self._plan, self._held = Plan(plan.home, plan.holder, plan.group), []
             committed = await commit(self.env.scripts, plan, read_back)
             if committed is None:
                 raise _LeaseLost
+            if plan.sent:
+                self._sent()
             self._read_back = committed.read_back
             _count_turns(held)
             for done, result in zip(held, committed.results, strict=True):
@@ -251,14 +264,16 @@ def _internal_error(message: Message) -> dict[str, Any]:
     }
 
 
-def _parse(entry_id: str, fields: dict[str, str]) -> tuple[Message | None, str | None]:
+def _parse(
+    entry_id: str, fields: dict[str, str], partitions: int
+) -> tuple[Message | None, str | None]:
     """The entry's message and its actor's state key; (None, None) for an entry deleted
     from the stream (XAUTOCLAIM gives it back empty) or one that is no message."""
     if not fields:
         return None, None
     try:
         message = Message.from_fields(fields)
-        return message, Address.parse(message.to).state_key()
+        return message, Address.parse(message.to).state_key(partitions)
     except (KeyError, ValueError) as exc:
         log.error("dropping mailbox entry %s, not a message (%s): %.200s", entry_id, exc, fields)
         return None, None

@@ -44,6 +44,7 @@ class DispatcherActor(Actor):
 
     async def on_kick(self, turn: Turn) -> None:
         now = time.time()
+        partitions = self.env.settings.partitions
         seen = await self._look(turn)
         agents = seen.agents(now)
         pending = self._count_pending(turn, agents, seen.pending_status, now)
@@ -54,7 +55,7 @@ class DispatcherActor(Actor):
         for (priority, member), task in zip(seen.queued, seen.tasks, strict=True):
             sid, _, tid = member.partition("/")
             if task.get("status") != "queued":
-                turn.write(_dequeue(priority, member))
+                turn.write(_dequeue(keys.dispatch_queue(priority, partitions), member))
                 continue
             allowed = [
                 a.snapshot
@@ -91,10 +92,11 @@ class DispatcherActor(Actor):
         then the agents' states, the queued tasks' fields and the statuses of the tasks
         assigned lately (`pending`)."""
         redis = self.env.redis
+        partitions = self.env.settings.partitions
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(keys.agents_online())
+            pipe.smembers(keys.agents_online(partitions))
             for priority in PRIORITIES:
-                pipe.zrange(keys.dispatch_queue(priority), 0, _SCAN - 1)
+                pipe.zrange(keys.dispatch_queue(priority, partitions), 0, _SCAN - 1)
             online, *queues = await pipe.execute()
         queued = [
             (priority, text(member))
@@ -102,9 +104,9 @@ class DispatcherActor(Actor):
             for member in members
         ]
         pending = list(turn.state.get("pending") or {})
-        agent_keys = [keys.agent(text(agent_id)) for agent_id in online]
-        task_keys = [keys.task(*_split(member)) for _, member in queued]
-        pending_keys = [keys.task(*_split(member)) for member in pending]
+        agent_keys = [keys.agent(text(agent_id), partitions) for agent_id in online]
+        task_keys = [keys.task(*_split(member), partitions) for _, member in queued]
+        pending_keys = [keys.task(*_split(member), partitions) for member in pending]
         async with redis.pipeline(transaction=False) as pipe:
             for key in agent_keys:
                 pipe.hgetall(key)
@@ -178,5 +180,5 @@ def _split(member: str) -> tuple[str, str]:
     return sid, tid
 
 
-def _dequeue(priority: str, member: str) -> Any:
-    return lambda pipe: pipe.zrem(keys.dispatch_queue(priority), member)
+def _dequeue(queue: str, member: str) -> Any:
+    return lambda pipe: pipe.zrem(queue, member)

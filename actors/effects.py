@@ -70,13 +70,15 @@ class AfterCommit:
         self._idle.set()
 
     async def _run(self, actor: Actor, turn: Turn, result: CommitResult) -> None:
-        """Push the turn's agent commands to their sockets, then the actor's own effects.
+        """Push the turn's agent commands committed in the partition's own slot to their
+        sockets (the forwarder pushes the others once it has delivered them), then the
+        actor's own effects.
 
         A push that does not arrive is made good by the outbox: the agent gets every command
         after its `lastCommandId` again when it registers.
         """
         outlet = self.env.outlet
-        for command, command_id in zip(turn.commands, result.command_ids, strict=True):
+        for command, command_id in zip(result.commands, result.command_ids, strict=True):
             try:
                 await outlet.to_agent(
                     command.agent_id, command.event, {"commandId": command_id, **command.data}

@@ -33,7 +33,7 @@ async def retire_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
     entries go. When none is left, the empty stream is deleted once the turn commits."""
     if turn.state.get("status") != "ended":
         return 0  # not ended (or gone): not ours to retire
-    stream = keys.session_events(session_id)
+    stream = keys.session_events(session_id, env.settings.partitions)
     entries = await streams.xrange(env.redis, stream, count=PAGE)
     if entries:
         await archive_and_cut(env, turn, session_id, entries)

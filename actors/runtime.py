@@ -23,15 +23,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actors import streams
 from actors.actor import ActorEnv, ActorFactory, ActorRef
 from actors.addresses import Address
 from actors.batch import BatchRunner
+from actors.forwarder import Forwarder
+from actors.home import Home
 from actors.membership import Membership, rendezvous_owner
 from actors.messages import Message
 from actors.replies import ReplyInbox
@@ -75,9 +79,7 @@ class ActorSystem:
         self, address: Address, type: str, body: dict[str, Any], sender: str = ""
     ) -> None:
         message = Message(to=str(address), type=type, body=body, sender=sender)
-        await streams.xadd(
-            self.redis, keys.mailbox(address.partition(self.partitions)), message.fields()
-        )
+        await self._post(address, message)
 
     async def ask(
         self, address: Address, type: str, body: dict[str, Any], *, timeout_s: float | None = None
@@ -90,9 +92,7 @@ class ActorSystem:
         answer = self.replies.expect(message.id)
         try:
             async with asyncio.timeout(timeout_s):
-                await streams.xadd(
-                    self.redis, keys.mailbox(address.partition(self.partitions)), message.fields()
-                )
+                await self._post(address, message)
                 reply = await answer
         except TimeoutError:
             raise ConnectionTimeout(
@@ -104,6 +104,12 @@ class ActorSystem:
             info = reply["error"]
             raise BY_CODE.get(info["code"], OrchestraError)(info["message"], info.get("details"))
         return reply.get("ok")
+
+    async def _post(self, address: Address, message: Message) -> None:
+        """Add a message to its actor's mailbox (durable: see `Scripts.durable`)."""
+        mailbox = keys.mailbox(address.partition(self.partitions), self.partitions)
+        flat = [item for pair in message.fields().items() for item in pair]
+        await self.env.scripts.durable_command(mailbox, "XADD", mailbox, "*", *flat)
 
     # -- running -----------------------------------------------------------------------
 
@@ -121,9 +127,16 @@ class ActorSystem:
         await self.replies.close()
         with contextlib.suppress(RedisError):
             for partition, holder in list(self._held.items()):
-                await self.env.scripts.lease_release(keys=_release_keys(partition), args=[holder])
+                await self.env.scripts.lease_release(
+                    keys=self._release_keys(partition), args=[holder]
+                )
             await self.membership.leave()
         self._held.clear()
+
+    def _release_keys(self, partition: int) -> list[str]:
+        """A partition lease, and the mark its release leaves for the next holder."""
+        home = Home(partition, self.partitions)
+        return [home.lease, home.released]
 
     @property
     def held_partitions(self) -> list[int]:
@@ -137,7 +150,7 @@ class ActorSystem:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition in held:
-                pipe.xinfo_groups(keys.mailbox(partition))
+                pipe.xinfo_groups(keys.mailbox(partition, self.partitions))
             answers = await pipe.execute(raise_on_error=False)
         depth = 0
         for groups in answers:
@@ -158,37 +171,74 @@ class ActorSystem:
             await asyncio.sleep(period_s)
 
     async def _lease_round(self) -> None:
-        nodes = await self.membership.beat()
-        desired = {p for p in range(self.partitions) if rendezvous_owner(p, nodes) == self.node_id}
+        """Renew, release and take leases, each partition on its own: one whose Redis
+        master is failing over must not hold up the renewals of the others (on a cluster
+        they live on other masters)."""
+        try:
+            nodes = await self.membership.beat()
+        except RedisError as exc:
+            # Keep what is held (renewing it) and take nothing until the beat works again.
+            log.warning("membership beat failed: %s", exc)
+            desired = set(self._held)
+        else:
+            desired = {
+                p for p in range(self.partitions) if rendezvous_owner(p, nodes) == self.node_id
+            }
+        held = list(self._held.items())
+        await asyncio.gather(
+            *(self._keep(partition, holder, partition in desired) for partition, holder in held),
+            *(self._take(partition) for partition in sorted(desired - set(self._held))),
+        )
+
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """A lease call, given up after a third of a lease time (the client may retry a
+        failing master for longer): the round after it tries again."""
+        try:
+            async with asyncio.timeout(self.settings.lease_ttl_s / 3):
+                return await call
+        except TimeoutError:
+            raise RedisTimeoutError("no answer within a third of a lease time") from None
+
+    async def _keep(self, partition: int, holder: str, wanted: bool) -> None:
+        """Renew a held lease, or release it when the partition belongs elsewhere now."""
         scripts = self.env.scripts
-        for partition, holder in list(self._held.items()):
-            if partition not in desired:
+        try:
+            if not wanted:
                 await self._stop_partition(partition)
-                await scripts.lease_release(keys=_release_keys(partition), args=[holder])
-                del self._held[partition]
-            elif not await scripts.lease_renew(
-                keys=[keys.lease(partition)], args=[holder, self.lease_ttl_ms]
+                await scripts.lease_release(keys=self._release_keys(partition), args=[holder])
+                self._held.pop(partition, None)
+            elif not await self._bounded(
+                scripts.lease_renew(
+                    keys=[keys.lease(partition, self.partitions)],
+                    args=[holder, self.lease_ttl_ms],
+                )
             ):
                 log.warning("lost the lease of partition %d", partition)
                 await self._stop_partition(partition)
-                del self._held[partition]
-        for partition in sorted(desired - set(self._held)):
-            answer = await scripts.lease_acquire(
-                keys=[
-                    keys.lease(partition),
-                    keys.lease_fence(partition),
-                    keys.lease_released(partition),
-                ],
-                args=[self.node_id, self.lease_ttl_ms],
-            )
-            if answer:
-                self._held[partition] = text(answer[0])
-                if int(answer[1]):
-                    metrics.LEASE_TAKEOVERS.inc()
-                    log.info("took over partition %d, whose lease had expired", partition)
-                self._loops[partition] = asyncio.create_task(
-                    self._run_partition(partition), name=f"partition-{partition}"
+                self._held.pop(partition, None)
+        except RedisError as exc:
+            log.warning("partition %d: lease not renewed this round: %s", partition, exc)
+
+    async def _take(self, partition: int) -> None:
+        home = Home(partition, self.partitions)
+        try:
+            answer = await self._bounded(
+                self.env.scripts.lease_acquire(
+                    keys=[home.lease, home.fence, home.released],
+                    args=[self.node_id, self.lease_ttl_ms],
                 )
+            )
+        except RedisError as exc:
+            log.warning("partition %d: lease not taken this round: %s", partition, exc)
+            return
+        if answer and partition not in self._held:
+            self._held[partition] = text(answer[0])
+            if int(answer[1]):
+                metrics.LEASE_TAKEOVERS.inc()
+                log.info("took over partition %d, whose lease had expired", partition)
+            self._loops[partition] = asyncio.create_task(
+                self._run_partition(partition), name=f"partition-{partition}"
+            )
 
     async def _stop_partition(self, partition: int) -> None:
         task = self._loops.pop(partition, None)
@@ -202,14 +252,18 @@ class ActorSystem:
         error cut short) always go before new ones, and new ones are only taken under the
         lease, so mail is handled in the order it was sent whoever holds the partition.
         """
-        stream = keys.mailbox(partition)
-        runner = BatchRunner(self.env, self.kinds, self.partitions)
+        home = Home(partition, self.partitions)
+        forwarder = Forwarder(self.env, home)
+        forwarding = asyncio.create_task(forwarder.run(), name=f"forwarder-{partition}")
+        runner = BatchRunner(self.env, self.kinds, home, forwarder.poke)
         try:
-            await self._consume(runner, partition, stream)
+            await self._consume(runner, forwarder, home)
         finally:
             await runner.close()
+            await cancel_and_wait(forwarding)
 
-    async def _consume(self, runner: BatchRunner, partition: int, stream: str) -> None:
+    async def _consume(self, runner: BatchRunner, forwarder: Forwarder, home: Home) -> None:
+        partition, stream = home.partition, home.mailbox
         delay_s = 0.1
         while partition in self._held:
             try:
@@ -219,7 +273,7 @@ class ActorSystem:
                 woke: list[str] = []
                 while partition in self._held:
                     (kind, payload), known = await asyncio.gather(
-                        self._read_new(partition, stream), read_states_of(self.redis, woke)
+                        self._read_new(home), read_states_of(self.redis, woke)
                     )
                     if kind == _NOT_OURS:
                         self._lost(partition)
@@ -227,10 +281,15 @@ class ActorSystem:
                     if kind == _IDLE:
                         # Wait for mail after the last entry (or for the next timer tick);
                         # the states of the actors it is for are read with the next take.
-                        mail = await streams.xread(
-                            self.redis, stream, payload, _BATCH, _TIMER_TICK_MS
+                        # New entries of the outgoing stream (an output frame's
+                        # notification, stored by any node) wake the forwarder.
+                        after = {stream: payload, home.out: forwarder.seen}
+                        found = await streams.xread_streams(
+                            self.redis, after, _BATCH, _TIMER_TICK_MS
                         )
-                        woke = _state_keys(mail)
+                        if found.get(home.out):
+                            forwarder.poke()
+                        woke = _state_keys(found.get(stream, []), self.partitions)
                         continue
                     woke = []
                     await self._handle(runner, partition, stream, payload, known)
@@ -249,12 +308,12 @@ class ActorSystem:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
 
-    async def _read_new(self, partition: int, stream: str) -> tuple[int, Any]:
+    async def _read_new(self, home: Home) -> tuple[int, Any]:
         """New mail under the lease, due timers first (one script call)."""
         answer = await self.env.scripts.mailbox_read(
-            keys=[keys.lease(partition), stream, keys.timers(partition)],
+            keys=[home.lease, home.mailbox, home.timers],
             args=[
-                self._held.get(partition, ""),
+                self._held.get(home.partition, ""),
                 GROUP,
                 self.node_id,
                 _BATCH,
@@ -312,22 +371,16 @@ class ActorSystem:
         stay pending for the next holder, and this node stops consuming the partition."""
         holder = self._held.get(partition)
         if holder is not None:
-            fence = (keys.lease(partition), holder)
-            if await runner.run(fence, stream, GROUP, entries, known or {}):
+            if await runner.run(holder, GROUP, entries, known or {}):
                 return True
             self._lost(partition)
         return False
 
 
-def _release_keys(partition: int) -> list[str]:
-    """A partition lease, and the mark its release leaves for the next holder."""
-    return [keys.lease(partition), keys.lease_released(partition)]
-
-
-def _state_keys(entries: list[streams.Entry]) -> list[str]:
+def _state_keys(entries: list[streams.Entry], partitions: int) -> list[str]:
     """The state hashes of the actors that mailbox entries are for (malformed ones aside)."""
     found = []
     for _, fields in entries:
         with contextlib.suppress(ValueError):
-            found.append(Address.parse(fields.get("to", "")).state_key())
+            found.append(Address.parse(fields.get("to", "")).state_key(partitions))
     return list(dict.fromkeys(found))

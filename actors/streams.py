@@ -39,6 +39,15 @@ async def xread(redis: Redis, stream: str, after: str, count: int, block_ms: int
     return _entries(answer[0][1]) if answer else []
 
 
+async def xread_streams(
+    redis: Redis, after: dict[str, str], count: int, block_ms: int
+) -> dict[str, list[Entry]]:
+    """Entries of several streams (of one slot) after the given ids, waiting up to
+    `block_ms` for the first one: each stream's entries, by name (none: absent)."""
+    answer: Any = await redis.xread(dict(after), count=count, block=block_ms)  # type: ignore[arg-type]
+    return {text(name): _entries(raw) for name, raw in answer or []}
+
+
 async def xautoclaim(
     redis: Redis, stream: str, group: str, consumer: str, start: str, count: int
 ) -> tuple[str, list[Entry]]:

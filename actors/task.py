@@ -69,13 +69,13 @@ class TaskActor(Actor):
         if body.get("agentId"):
             await assign(self.env, turn, body["agentId"])
         else:
-            enqueue(turn)
+            enqueue(turn, self.env.settings.partitions)
         return task_view(turn.state).wire()
 
     async def on_assign(self, turn: Turn) -> None:
         """The dispatcher picked an agent for this waiting task."""
         if turn.state.get("status") == "queued":
-            dequeue(turn)
+            dequeue(turn, self.env.settings.partitions)
             await assign(self.env, turn, turn.message.body["agentId"])
 
     async def on_waiting(self, turn: Turn) -> None:
@@ -167,7 +167,7 @@ class TaskActor(Actor):
         if int(turn.state.get("attempts", 0)) < MAX_REJECTIONS:
             # Another agent may take it: back to the queue, without the one that refused.
             self._move(turn, "queued", message=f"rejected by an agent ({reason}); queued again")
-            enqueue(turn)
+            enqueue(turn, self.env.settings.partitions)
         else:
             message = f"rejected by {len(rejected_by)} agents; last reason: {reason}"
             self._move(turn, "error", message=message, error=message, finishedAt=now_iso())
@@ -233,7 +233,7 @@ class TaskActor(Actor):
         if turn.state.get("status") in TERMINAL:
             return {}
         if turn.state["status"] == "queued":
-            dequeue(turn)
+            dequeue(turn, self.env.settings.partitions)
             self._move(turn, "cancelled", finishedAt=now_iso())
             return {}
         self._require_live(turn)
@@ -267,7 +267,7 @@ class TaskActor(Actor):
         if int(turn.state.get("attempts", 0)) < RETRIES.get(turn.state["tool"], 0) + 1:
             release_agent(turn)
             self._move(turn, "queued", message=message + "; queued again")
-            enqueue(turn)
+            enqueue(turn, self.env.settings.partitions)
             return
         self._move(turn, "lost", message=message, error=message, finishedAt=now_iso())
 

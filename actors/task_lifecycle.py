@@ -131,16 +131,18 @@ def event_base(turn: Turn) -> dict[str, Any]:
     }
 
 
-def enqueue(turn: Turn) -> None:
+def enqueue(turn: Turn, partitions: int) -> None:
     member, priority = _queue_entry(turn)
     score = time.time() * 1000
-    turn.write(lambda pipe: pipe.zadd(keys.dispatch_queue(priority), {member: score}))
+    queue = keys.dispatch_queue(priority, partitions)
+    turn.write(lambda pipe: pipe.zadd(queue, {member: score}))
     turn.tell(DISPATCHER, "kick")
 
 
-def dequeue(turn: Turn) -> None:
+def dequeue(turn: Turn, partitions: int) -> None:
     member, priority = _queue_entry(turn)
-    turn.write(lambda pipe: pipe.zrem(keys.dispatch_queue(priority), member))
+    queue = keys.dispatch_queue(priority, partitions)
+    turn.write(lambda pipe: pipe.zrem(queue, member))
 
 
 def release_agent(turn: Turn) -> None:

@@ -35,7 +35,7 @@ PAGE = 500
 
 async def trim_stream(env: ActorEnv, turn: Turn, session_id: str) -> int:
     """Archive and remove the oldest page beyond the cap; how many entries go."""
-    stream = keys.session_events(session_id)
+    stream = keys.session_events(session_id, env.settings.partitions)
     excess = int(await env.redis.xlen(stream)) - env.settings.session_stream_max_events
     if excess <= 0:
         return 0
@@ -68,7 +68,7 @@ async def archive_and_cut(
             for entry_id, fields in entries
         ],
     )
-    stream = keys.session_events(session_id)
+    stream = keys.session_events(session_id, env.settings.partitions)
     last = entries[-1][0]
     keep_from = streams.next_id(last)
     turn.set(**{TRIMMED_TO: last})

@@ -50,9 +50,12 @@ class AgentCommand:
 
 @dataclass(slots=True)
 class CommitResult:
-    """What the commit produced: the commandIds of the agent commands, in order."""
+    """What the commit produced: the agent commands it put in outboxes of the partition's
+    own slot, and their commandIds, in order. (A command to an agent living in another
+    partition is put in its outbox, and pushed, by the forwarder.)"""
 
     command_ids: list[int] = field(default_factory=list)
+    commands: list[AgentCommand] = field(default_factory=list)
 
 
 @dataclass

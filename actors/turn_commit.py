@@ -5,7 +5,9 @@ holds the partition's lease with the same fencing token: a node that lost its le
 writes nothing, and the messages stay pending for the partition's next holder. One call
 may commit several turns of one partition, in order (`actors/batch.py` decides when);
 either all of them and their acks happen or none. Every key written is declared to the
-script.
+script, and every one is in the partition's hash slot: what goes elsewhere is written to
+the partition's outgoing stream and moved on by its forwarder (`forwarder.py`), so the
+call is valid on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -19,22 +21,23 @@ from typing import Any
 from redis.asyncio import Redis
 
 from actors.addresses import Address
+from actors.home import Home
 from actors.messages import Message
 from actors.replies import REPLY_TTL_MS, encode_reply
 from actors.scripts import Scripts
-from actors.turn import CommitResult, Turn, encode_field
+from actors.turn import AgentCommand, CommitResult, Turn, encode_field
 from actors.values import read_state, text
 from actors.writes import record
 from orchestra import keys
+from orchestra.placement import slot_tag
 
 log = logging.getLogger(__name__)
 
-Fence = tuple[str, str]  # (lease key, holder value)
 _WRITES_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-async def load_state(redis: Redis, address: Address) -> dict[str, Any]:
-    return await read_state(redis, address.state_key())
+async def load_state(redis: Redis, address: Address, partitions: int) -> dict[str, Any]:
+    return await read_state(redis, address.state_key(partitions))
 
 
 @dataclass
@@ -49,20 +52,27 @@ class Committed:
 @dataclass
 class Plan:
     """What one script call commits: the turns' writes and the mailbox entries to ack.
-    Each key is declared once in KEYS and named by its index."""
+    Each key is declared once in KEYS and named by its index.
 
-    fence: Fence
-    stream: str
+    Every key the commit writes is in the partition's slot (`Home.holds`). A write to any
+    other key (mail to another partition, a command in the outbox of an agent living
+    elsewhere, a reply, a notification) becomes an entry of the partition's outgoing
+    stream, written in the same commit and delivered once by the forwarder
+    (`actors/forwarder.py`)."""
+
+    home: Home
+    holder: str
     group: str
     keys: list[str] = field(default_factory=list)
     writes: list[list[str | int]] = field(default_factory=list)
     entry_ids: list[str] = field(default_factory=list)
-    commands: list[int] = field(default_factory=list)  # agent commands of each turn
+    commands: list[list[AgentCommand]] = field(default_factory=list)  # committed here
+    sent: int = 0  # entries added to the outgoing stream
     _index: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.key(self.fence[0])
-        self.key(self.stream)
+        self.key(self.home.lease)
+        self.key(self.home.mailbox)
 
     def __bool__(self) -> bool:
         return bool(self.entry_ids)
@@ -75,56 +85,88 @@ class Plan:
         return index
 
     def add_turn(
-        self, entry_id: str, turn: Turn, reply: dict[str, Any], partitions: int
+        self, entry_id: str, turn: Turn, reply: dict[str, Any]
     ) -> tuple[dict[str, str], set[str]]:
         """Add the turn's effects, its reply and its ack. Returns the state fields it
         sets, encoded, and the keys it writes otherwise. Raises (adding nothing) when a
         write cannot be sent."""
-        own: list[list[str | int]] = []
-        changes = {k: encode_field(v) for k, v in turn.changes.items()}
-        if changes:
-            fields = [item for pair in changes.items() for item in pair]
-            own.append(self._call("HSET", turn.address.state_key(), *fields))
-        writes: list[list[str | int]] = []
-        for event in turn.events:
-            stream = keys.session_events(event.session_id)
-            data = encode_field(event.data)
-            writes.append(self._call("XADD", stream, "*", "event", event.event, "data", data))
-        others = set()
-        for command in turn.commands:
-            agent, outbox = keys.agent(command.agent_id), keys.agent_outbox(command.agent_id)
-            data = encode_field(command.data)
-            writes.append(["O", self.key(agent), self.key(outbox), command.event, data])
-            others |= {agent, outbox}
-        for message in turn.outgoing:
-            target = keys.mailbox(Address.parse(message.to).partition(partitions))
-            writes.append(self._call("XADD", target, "*", *_flat(message.fields())))
-        for write in record(turn.writes):
-            writes.append(self._call(write.command, write.key, *write.args))
-            others.add(write.key)
-        now = time.time()
-        for delay_s, message in turn.timers:
-            timers = keys.timers(Address.parse(message.to).partition(partitions))
-            due_ms = int((now + delay_s) * 1000)
-            writes.append(self._call("ZADD", timers, due_ms, json.dumps(message.fields())))
-        self.writes += own + writes
-        self.add_reply(entry_id, turn.message, reply, commands=len(turn.commands))
+        partitions = self.home.partitions
+        mark = len(self.writes), self.sent
+        try:
+            changes = {k: encode_field(v) for k, v in turn.changes.items()}
+            if changes:
+                fields = [item for pair in changes.items() for item in pair]
+                self._write(turn.address.state_key(partitions), "HSET", *fields)
+            for event in turn.events:
+                stream = keys.session_events(event.session_id, partitions)
+                data = encode_field(event.data)
+                self._write(stream, "XADD", "*", "event", event.event, "data", data)
+            others = set()
+            direct = []
+            for command in turn.commands:
+                agent = keys.agent(command.agent_id, partitions)
+                outbox = keys.agent_outbox(command.agent_id, partitions)
+                data = encode_field(command.data)
+                if self.home.holds(agent):
+                    self.writes.append(
+                        ["O", self.key(agent), self.key(outbox), command.event, data]
+                    )
+                    direct.append(command)
+                else:
+                    write = ["O", agent, outbox, command.event, data, command.agent_id]
+                    self._send(agent, write)
+                others |= {agent, outbox}
+            for message in turn.outgoing:
+                target = keys.mailbox(Address.parse(message.to).partition(partitions), partitions)
+                self._write(target, "XADD", "*", *_flat(message.fields()))
+            for recorded in record(turn.writes):
+                self._write(recorded.key, recorded.command, *recorded.args)
+                others.add(recorded.key)
+            now = time.time()
+            for delay_s, message in turn.timers:
+                at = Address.parse(message.to).partition(partitions)
+                due_ms = int((now + delay_s) * 1000)
+                timers = keys.timers(at, partitions)
+                self._write(timers, "ZADD", due_ms, json.dumps(message.fields()))
+        except Exception:
+            del self.writes[mark[0] :]
+            self.sent = mark[1]
+            raise
+        self.add_reply(entry_id, turn.message, reply, commands=direct)
         return changes, others
 
     def add_reply(
-        self, entry_id: str, message: Message | None, reply: dict[str, Any], commands: int = 0
+        self,
+        entry_id: str,
+        message: Message | None,
+        reply: dict[str, Any],
+        commands: list[AgentCommand] | None = None,
     ) -> None:
         """Only the reply (when someone asked) and the ack: a turn whose handler failed,
         or an entry that is no message."""
         if message is not None and message.reply_to:
             inbox = keys.replies(message.reply_to)
-            self.writes.append(self._call("RPUSH", inbox, encode_reply(message.id, reply)))
-            self.writes.append(self._call("PEXPIRE", inbox, REPLY_TTL_MS))
+            self._write(inbox, "RPUSH", encode_reply(message.id, reply), ttl_ms=REPLY_TTL_MS)
+            self._write(inbox, "PEXPIRE", REPLY_TTL_MS, ttl_ms=REPLY_TTL_MS)
         self.entry_ids.append(entry_id)
-        self.commands.append(commands)
+        self.commands.append(commands or [])
 
-    def _call(self, command: str, key: str, *args: Any) -> list[str | int]:
-        return ["C", self.key(key), command, *map(_arg, args)]
+    def _write(self, key: str, command: str, *args: Any, ttl_ms: int = 0) -> None:
+        """A command on one key: in the commit when the key is in the partition's slot,
+        else by the outgoing stream."""
+        if self.home.holds(key):
+            self.writes.append(["C", self.key(key), command, *map(_arg, args)])
+        else:
+            self._send(key, ["C", key, command, *map(_arg, args)], ttl_ms)
+
+    def _send(self, key: str, write: list[Any], ttl_ms: int = 0) -> None:
+        """Add an entry for the forwarder: the receiving slot's tag, the write (naming its
+        keys), and how long the receiver keeps its mark of it (0: for ever)."""
+        fields = ["to", slot_tag(key), "w", _WRITES_ENCODER.encode(write)]
+        if ttl_ms:
+            fields += ["ttl", str(ttl_ms)]
+        self.writes.append(["C", self.key(self.home.out), "XADD", "*", *fields])
+        self.sent += 1
 
 
 async def commit(scripts: Scripts, plan: Plan, read_back: str | None = None) -> Committed | None:
@@ -132,10 +174,12 @@ async def commit(scripts: Scripts, plan: Plan, read_back: str | None = None) -> 
     hash to return as it is right after the commit (an actor's state). A call sent again
     (the client's retry after a lost connection) commits once and answers the same."""
     wanted = plan.key(read_back) if read_back is not None else 0
-    memo = plan.key(keys.commit_memo(plan.stream, plan.entry_ids[0]))
+    memo = plan.key(keys.commit_memo(plan.home.mailbox, plan.entry_ids[0]))
     writes = _WRITES_ENCODER.encode(plan.writes)
-    answer: Any = await scripts.turn_commit(
-        keys=plan.keys, args=[plan.fence[1], plan.group, wanted, writes, memo, *plan.entry_ids]
+    answer: Any = await scripts.durable(
+        scripts.turn_commit,
+        plan.keys,
+        [plan.holder, plan.group, wanted, writes, memo, *plan.entry_ids],
     )
     if int(answer[0]) != 1:
         return None
@@ -144,8 +188,10 @@ async def commit(scripts: Scripts, plan: Plan, read_back: str | None = None) -> 
         log.error("a write of a turn (entries %s) failed: %s", plan.entry_ids, text(error))
     results = []
     position = 0
-    for count in plan.commands:
-        results.append(CommitResult([int(i) for i in ids[position : position + count]]))
+    for commands in plan.commands:
+        count = len(commands)
+        command_ids = [int(i) for i in ids[position : position + count]]
+        results.append(CommitResult(command_ids, commands))
         position += count
     state = None
     if wanted:

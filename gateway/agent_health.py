@@ -27,9 +27,12 @@ async def find_silent_agents(
 ) -> None:
     silent_after_s = SILENT_AFTER_INTERVALS * heartbeat_interval_s
     now = time.time()
-    agent_ids = [text(a) for a in await redis.smembers(keys.agents_online())]
+    partitions = system.partitions
+    agent_ids = [text(a) for a in await redis.smembers(keys.agents_online(partitions))]
     states = await read_fields(
-        redis, [agent_address(a).state_key() for a in agent_ids], ["lastHeartbeat", "socketId"]
+        redis,
+        [agent_address(a).state_key(partitions) for a in agent_ids],
+        ["lastHeartbeat", "socketId"],
     )
     for agent_id, state in zip(agent_ids, states, strict=True):
         heard_at = state.get("lastHeartbeat")

@@ -27,9 +27,14 @@ log = logging.getLogger(__name__)
 
 class CommandResender:
     def __init__(
-        self, redis: Redis, outlet: SocketOutlet, sockets: Callable[[], Mapping[str, str]]
+        self,
+        redis: Redis,
+        outlet: SocketOutlet,
+        sockets: Callable[[], Mapping[str, str]],
+        partitions: int,
     ) -> None:
         self.redis = redis
+        self.partitions = partitions  # `settings.partitions`: where agents' outboxes live
         self.outlet = outlet
         self.sockets = sockets  # socket -> agent id, of the agents connected to this node
         self._heads: dict[str, int] = {}  # socket -> first unacknowledged commandId last sweep
@@ -38,7 +43,8 @@ class CommandResender:
         """One look at the outbox of every agent connected here."""
         heads: dict[str, int] = {}
         for socket, agent_id in list(self.sockets().items()):
-            first = await streams.xrange(self.redis, keys.agent_outbox(agent_id), count=1)
+            outbox = keys.agent_outbox(agent_id, self.partitions)
+            first = await streams.xrange(self.redis, outbox, count=1)
             if not first:
                 continue
             head = int(first[0][0].split("-")[1])

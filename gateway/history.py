@@ -60,9 +60,10 @@ def resumable(after: str | None, trimmed_to: str | None) -> bool:
 
 
 class History:
-    def __init__(self, redis: Redis, store: Store) -> None:
+    def __init__(self, redis: Redis, store: Store, partitions: int) -> None:
         self.redis = redis
         self.store = store
+        self.partitions = partitions  # `settings.partitions`: where sessions' keys live
 
     async def live(
         self, session_id: str, after: str | None, count: int
@@ -71,10 +72,10 @@ class History:
         as it was when they were read: they are all there are only if `resumable`."""
         entries, raw = await streams.xrange_with_field(
             self.redis,
-            keys.session_events(session_id),
+            keys.session_events(session_id, self.partitions),
             f"({after}" if after else "-",
             count,
-            keys.session(session_id),
+            keys.session(session_id, self.partitions),
             TRIMMED_TO,
         )
         return [_from_stream(entry_id, fields) for entry_id, fields in entries], _decode(raw)
@@ -110,10 +111,10 @@ class History:
         want = limit + 1  # one more than asked for tells whether there are earlier ones
         entries, raw = await streams.xrevrange_with_field(
             self.redis,
-            keys.session_events(session_id),
+            keys.session_events(session_id, self.partitions),
             f"({before}",
             want,
-            keys.session(session_id),
+            keys.session(session_id, self.partitions),
             TRIMMED_TO,
         )
         newest_first = [_from_stream(entry_id, fields) for entry_id, fields in entries]
@@ -133,11 +134,11 @@ class History:
         follower so far behind that trimming passed it gets them from the archive."""
         entries, raw = await streams.xread_then_field(
             self.redis,
-            keys.session_events(session_id),
+            keys.session_events(session_id, self.partitions),
             after,
             count,
             block_ms,
-            keys.session(session_id),
+            keys.session(session_id, self.partitions),
             TRIMMED_TO,
         )
         # `trimmedTo` was read after the entries: if it is not past `after` now, it was not

@@ -10,14 +10,25 @@ is even looked at; a failure adds one to both counts, and a success clears the a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from orchestra import keys
 from orchestra.errors import RateLimited
 from orchestra.settings import Settings
+
+# One failure on one count, with the count's expiry, at once (a count left without an
+# expiry would refuse its account for good). One key a call: the account's and the
+# address's counts sit in different slots of a Redis Cluster.
+_COUNT_FAILURE = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return count
+"""
 
 
 class LoginLimiter:
@@ -26,11 +37,16 @@ class LoginLimiter:
         self.max_per_account = settings.login_max_failures_per_account
         self.max_per_address = settings.login_max_failures_per_address
         self.window_s = settings.login_failure_window_s
+        self._count_failure: AsyncScript = redis.register_script(_COUNT_FAILURE)
 
     async def check(self, username: str, address: str) -> None:
         """RATE_001 when the account or the address failed too often in this window."""
         account_key, address_key = self._keys(username, address)
-        account, by_address = await self.redis.mget([account_key, address_key])
+        # Two GETs, not an MGET: the keys may sit in two slots of a Redis Cluster.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(account_key)
+            pipe.get(address_key)
+            account, by_address = await pipe.execute()
         if int(account or 0) >= self.max_per_account:
             raise self._refusal("this account", self.max_per_account)
         if int(by_address or 0) >= self.max_per_address:
@@ -39,11 +55,8 @@ class LoginLimiter:
     async def failed(self, username: str, address: str) -> None:
         """Count a failed login against the account and the address."""
         ttl_s = int(self.window_s) + 1
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for key in self._keys(username, address):
-                pipe.incr(key)
-                pipe.expire(key, ttl_s)
-            await pipe.execute()
+        counts = self._keys(username, address)
+        await asyncio.gather(*(self._count_failure(keys=[key], args=[ttl_s]) for key in counts))
 
     async def succeeded(self, username: str) -> None:
         """A successful login clears the account's count (not the address's)."""

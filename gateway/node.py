@@ -13,10 +13,6 @@ from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from actors import KINDS, ActorEnv, ActorSystem, Scripts
 from gateway.agent_health import find_silent_agents
@@ -28,6 +24,7 @@ from gateway.history import History
 from gateway.jobs import Jobs, LeaderLease, trim_session_streams
 from gateway.jobs.housekeeping import add_housekeeping
 from gateway.jobs.metrics import NodeMetrics
+from gateway.keyspace import ensure_layout
 from gateway.login_limit import LoginLimiter
 from gateway.operations import Operations
 from gateway.outlet import AGENT, WEB, SocketOutlet
@@ -35,6 +32,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.revocation import Credentials
 from gateway.socket_caps import SocketCaps
 from gateway.sockets.agent import AgentNamespace
+from gateway.sockets.cluster_manager import ClusterRedisManager
 from gateway.sockets.metered import RedisManager
 from gateway.sockets.server import Server, origin_check
 from gateway.sockets.web import WebNamespace
@@ -43,6 +41,7 @@ from gateway.webhooks import WebhookDispatcher
 from orchestra import keys
 from orchestra.db import Store
 from orchestra.loop_watch import LoopWatch, settle_heap
+from orchestra.redis_client import connect, is_cluster
 from orchestra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,21 +51,20 @@ STOP_STEP_S = 5.0
 
 
 def connect_redis(url: str) -> Redis:
-    """A client that rides out a Redis restart: commands retry with backoff."""
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    """A client that rides out a Redis restart or a cluster failover: commands retry
+    with backoff (`orchestra.redis_client.connect`; `redis+cluster://` for a cluster)."""
+    return connect(url)
 
 
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = connect_redis(settings.redis_url)
-        self.scripts = Scripts(self.redis)
+        self.scripts = Scripts(
+            self.redis,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
+        )
         self.store = Store(settings.database_url, secrets_key=settings.secrets_key)
         # Revoked families are remembered until their last access token would have expired.
         self.credentials = Credentials(
@@ -80,7 +78,14 @@ class Node:
         transport_limit = settings.max_payload_bytes * 4 + 64 * 1024
         self.sio = Server(
             async_mode="sanic",
-            client_manager=RedisManager(settings.redis_url, channel=keys.socketio_channel()),
+            # On a cluster, python-socketio's own manager cannot connect: ours, on our client.
+            client_manager=(
+                ClusterRedisManager(
+                    settings.redis_url, channel=keys.socketio_channel(), redis=self.redis
+                )
+                if is_cluster(self.redis)
+                else RedisManager(settings.redis_url, channel=keys.socketio_channel())
+            ),
             # The gateway's own origin (its console) and those listed; "*" only if the
             # user listed it (the production profile refuses that).
             cors_allowed_origins=origin_check(settings.allowed_origins),
@@ -96,7 +101,7 @@ class Node:
         self.loop_watch = (
             LoopWatch(settings.loop_stall_warn_ms / 1000) if settings.loop_stall_warn_ms else None
         )
-        self.outlet = SocketOutlet(self.sio, self.redis)
+        self.outlet = SocketOutlet(self.sio, self.redis, settings.partitions)
         env = ActorEnv(
             redis=self.redis,
             scripts=self.scripts,
@@ -108,7 +113,7 @@ class Node:
         self.ops = Operations(self.redis, self.store, self.system, self.credentials)
         self.web = WebNamespace(WEB, self)
         self.agents = AgentNamespace(AGENT, self)
-        self.history = History(self.redis, self.store)
+        self.history = History(self.redis, self.store, settings.partitions)
         self.feed = SessionFeed(self.history, self._send_to_web, self.web.send_shared)
         self.jobs = Jobs(
             LeaderLease(self.redis, self.scripts, settings.node_id, settings.lease_ttl_s)
@@ -147,7 +152,9 @@ class Node:
             self.metrics.cluster.refresh,
             cluster_wide=True,
         )
-        self.resender = CommandResender(self.redis, self.outlet, lambda: self.agents.agents)
+        self.resender = CommandResender(
+            self.redis, self.outlet, lambda: self.agents.agents, settings.partitions
+        )
         self.jobs.add(
             "resend-commands",
             settings.command_resend_after_s,
@@ -173,6 +180,8 @@ class Node:
         self.credentials.on_revoked(self.agents.revoked, self.agents.recheck)
 
     async def start(self) -> None:
+        # Redis must hold this version's key layout (or nothing yet): else refuse to start.
+        await ensure_layout(self.redis, self.settings)
         if self.loop_watch is not None:
             await self.loop_watch.start()
         await self.store.open()

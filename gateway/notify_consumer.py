@@ -303,11 +303,12 @@ class NotificationConsumer(Generic[Target]):
         await self._ack(entry_id)
 
     async def _ack(self, entry_id: str) -> None:
+        # XACK, then (only once it is done) DEL of the delivered set, which may sit in
+        # another slot of a Redis Cluster: a DEL that fails leaves a set that expires; a
+        # DEL without the XACK would deliver the entry again to every target.
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self._stream, self.group, entry_id)
-                pipe.delete(self._delivered_key(entry_id))
-                await pipe.execute()
+            await self._redis.xack(self._stream, self.group, entry_id)
+            await self._redis.delete(self._delivered_key(entry_id))
         except RedisError as exc:
             log.warning("%s: acknowledging entry %s failed (%s)", self.group, entry_id, why(exc))
 

@@ -70,7 +70,7 @@ class Operations:
         for record in records:
             if record.revoked:
                 continue
-            state = await self.state(keys.agent(record.id))
+            state = await self.state(keys.agent(record.id, self.settings.partitions))
             state.setdefault("id", record.id)
             state.setdefault("name", record.name)
             state.setdefault("capabilities", record.capabilities)
@@ -80,7 +80,7 @@ class Operations:
 
     async def session_for(self, who: Principal, session_id: str) -> dict[str, Any]:
         """The session's state, if `who` may see it (AUTH_002 otherwise, TASK_002 if unknown)."""
-        state = await self.state(keys.session(session_id))
+        state = await self.state(keys.session(session_id, self.settings.partitions))
         if not state:
             # Only an admin learns that an id does not exist (PROTOCOL.md §7).
             if who.is_admin:
@@ -98,7 +98,8 @@ class Operations:
         self, state: dict[str, Any]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The SessionView and the permission requests waiting in it (PermissionViews)."""
-        task_keys = [keys.task(state["id"], tid) for tid in state.get("tasks") or []]
+        partitions = self.settings.partitions
+        task_keys = [keys.task(state["id"], tid, partitions) for tid in state.get("tasks") or []]
         tasks = await read_states(self.redis, task_keys)
         waiting = [view for task in tasks for view in permissions.public_views(task)]
         return session_view(state, tasks).wire(), waiting
@@ -110,7 +111,7 @@ class Operations:
                 raise NotFound("unknown task")
             raise Forbidden(_NOT_YOURS)
         await self.session_for(who, sid)
-        state = await self.state(keys.task(sid, task_id))
+        state = await self.state(keys.task(sid, task_id, self.settings.partitions))
         if not state:
             raise NotFound("unknown task")
         return state
@@ -271,7 +272,8 @@ class Operations:
     async def _require_available(self, who: Principal, agent_id: str) -> dict[str, Any]:
         # The SQL record (ownership, revocation) and the live state, read at once.
         _, state = await asyncio.gather(
-            self._usable_agent(who, agent_id), self.state(keys.agent(agent_id))
+            self._usable_agent(who, agent_id),
+            self.state(keys.agent(agent_id, self.settings.partitions)),
         )
         status = agent_status(state) if state else "offline"
         if status != "online":

@@ -25,9 +25,10 @@ AGENT = "/agent"
 
 
 class SocketOutlet:
-    def __init__(self, sio: socketio.AsyncServer, redis: Redis) -> None:
+    def __init__(self, sio: socketio.AsyncServer, redis: Redis, partitions: int) -> None:
         self.sio = sio
         self.redis = redis
+        self.partitions = partitions  # `settings.partitions`: where agents' outboxes live
 
     async def to_agent(self, agent_id: str, event: str, data: dict[str, Any]) -> None:
         await self.sio.emit(
@@ -58,7 +59,10 @@ class SocketOutlet:
     async def resend_commands(self, socket: str, agent_id: str, after_command_id: int) -> int:
         """Send `socket` every command of the agent's outbox after `after_command_id`."""
         entries = await streams.xrange(
-            self.redis, keys.agent_outbox(agent_id), f"(0-{after_command_id}", "+"
+            self.redis,
+            keys.agent_outbox(agent_id, self.partitions),
+            f"(0-{after_command_id}",
+            "+",
         )
         for entry_id, fields in entries:
             command_id = int(entry_id.split("-")[1])
@@ -80,6 +84,7 @@ class SocketOutlet:
                 # That command, and only it, has been taken: commands written by different
                 # actors may be pushed, and so acknowledged, out of their order, and one
                 # still on its way must stay to be sent again if it is lost.
-                await self.redis.xdel(keys.agent_outbox(agent_id), f"0-{command_id}")
+                outbox = keys.agent_outbox(agent_id, self.partitions)
+                await self.redis.xdel(outbox, f"0-{command_id}")
 
         return acknowledged

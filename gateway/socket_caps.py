@@ -81,9 +81,9 @@ class SocketCaps:
 
     async def claim(self, namespace: str, sid: str, owner: str) -> None:
         """Take a slot of `owner` (a user id on `/web`, an agent id on `/agent`) for the
-        socket, or refuse the connection with RES_001 when they are all taken. One round
-        trip under the cap; a full set is tried again with the live nodes, so that the
-        slots of a node that died do not count."""
+        socket, or refuse the connection with RES_001 when they are all taken. Two round
+        trips under the cap (the claim, then this node's index); a full set is tried
+        again with the live nodes, so that the slots of a node that died do not count."""
         kind = _KINDS[namespace]
         key = keys.socket_slots(kind, owner)
         allowed = await self._try_claim(kind, key, sid, [])
@@ -105,22 +105,23 @@ class SocketCaps:
     async def _try_claim(self, kind: str, key: str, sid: str, live: list[str]) -> bool:
         index = keys.node_socket_slots(self.node_id)
         now_ms = int(time.time() * 1000)
+        # The script on its own (a Redis Cluster pipeline refuses EVALSHA), then the index
+        # (in another slot of a cluster).
+        allowed = await self._claim(
+            keys=[key],
+            args=[
+                self._member(sid),
+                now_ms,
+                now_ms + self.ttl_ms,
+                self.caps[kind],
+                self.ttl_ms,
+                *live,
+            ],
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._claim(
-                keys=[key],
-                args=[
-                    self._member(sid),
-                    now_ms,
-                    now_ms + self.ttl_ms,
-                    self.caps[kind],
-                    self.ttl_ms,
-                    *live,
-                ],
-                client=pipe,
-            )
             pipe.sadd(index, key)
             pipe.pexpire(index, self.ttl_ms)
-            allowed, _, _ = await pipe.execute()
+            await pipe.execute()
         return bool(int(allowed))
 
     async def release(self, namespace: str, sid: str) -> None:

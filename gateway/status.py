@@ -23,17 +23,18 @@ from actors.views import agent_healthy, agent_view
 from orchestra import keys
 from orchestra.db import Store
 from orchestra.errors import ConnectionFailed
+from orchestra.redis_client import connect
 from orchestra.settings import Settings
 
 
 async def collect(settings: Settings) -> dict[str, Any]:
     """The cluster now; CONN_001 when Redis cannot be reached, DB_001 for SQL (saying no
     more than the kind of failure: a URL may carry a password)."""
-    redis = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
+    redis = connect(settings.redis_url, socket_timeout=10)
     try:
         async with Store(settings.database_url, secrets_key=settings.secrets_key) as store:
             status = await _from_redis(redis, settings.partitions)
-            status["agents"] = await _agents(redis, store)
+            status["agents"] = await _agents(redis, store, settings.partitions)
             return status
     except RedisError as exc:
         raise ConnectionFailed(f"cannot reach Redis ({type(exc).__name__})") from None
@@ -47,10 +48,10 @@ async def _from_redis(redis: Redis, partitions: int) -> dict[str, Any]:
         pipe.zrangebyscore(keys.nodes(), now_ms, "+inf", withscores=True)
         pipe.get(keys.leader())
         for partition in range(partitions):
-            pipe.get(keys.lease(partition))
+            pipe.get(keys.lease(partition, partitions))
         for priority in PRIORITIES:
-            pipe.zcard(keys.dispatch_queue(priority))
-            pipe.zrange(keys.dispatch_queue(priority), 0, 0, withscores=True)
+            pipe.zcard(keys.dispatch_queue(priority, partitions))
+            pipe.zrange(keys.dispatch_queue(priority, partitions), 0, 0, withscores=True)
         pipe.hgetall(keys.alerts_firing())
         replies = await pipe.execute()
     nodes, leader_token, *rest = replies
@@ -105,9 +106,9 @@ def _alert(field: str, value: str) -> dict[str, Any]:
     return {"key": field, "message": value}
 
 
-async def _agents(redis: Redis, store: Store) -> list[dict[str, Any]]:
+async def _agents(redis: Redis, store: Store, partitions: int) -> list[dict[str, Any]]:
     records = [r for r in await store.list_agents() if not r.revoked]
-    states = await read_states(redis, [keys.agent(r.id) for r in records])
+    states = await read_states(redis, [keys.agent(r.id, partitions) for r in records])
     agents = []
     for record, state in zip(records, states, strict=True):
         view = agent_view({"id": record.id, "name": record.name, **state})

@@ -147,7 +147,8 @@ class PushDispatcher(NotificationConsumer[PushSubscription]):
             return True
         try:
             status, permissions = await self._redis.hmget(
-                keys.task(str(session_id), str(task_id)), ["status", "permissions"]
+                keys.task(str(session_id), str(task_id), self._settings.partitions),
+                ["status", "permissions"],
             )
         except RedisError:
             return True  # better a push too many than one missing

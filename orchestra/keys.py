@@ -1,84 +1,72 @@
-"""The one place that builds Redis key names (DESIGN.md §3).
+"""The one place that builds Redis key names (DESIGN.md §3, docs/redis-cluster.md).
 
-Keys of one session share the hash tag `{s:<sid>}` so that one Lua script may touch the
-session hash, its event stream and its tasks, also on Redis Cluster.
+Every key a partition's turns write carries the partition's hash tag `{p:N:k}`
+(`orchestra.placement`): its mailbox, lease, timers and outgoing stream, the state of its
+actors, the event streams of the sessions that live there with their tasks, the outboxes
+of the agents that live there. So a turn's commit is one script call in one slot, on one
+Redis and on Redis Cluster alike. A key of a partition's thing needs the partition count
+(`settings.partitions`), the same on every node.
 """
 
 from __future__ import annotations
 
+from orchestra.placement import DISPATCHER_ADDRESS, partition_of, partition_tag
+
 PREFIX = "orch"
+LAYOUT = "2"  # the version of this layout, kept in `keyspace()`
 
 
-def session(sid: str) -> str:
-    return f"{PREFIX}:{{s:{sid}}}"
+def keyspace() -> str:
+    """The version of the key layout the data in this Redis was written in."""
+    return f"{PREFIX}:keyspace"
 
 
-def session_events(sid: str) -> str:
-    return f"{PREFIX}:{{s:{sid}}}:events"
+# -- a partition's own keys ----------------------------------------------------------------
 
 
-def session_events_pattern() -> str:
-    """SCAN pattern matching every session's event stream (Redis globs leave braces alone)."""
-    return f"{PREFIX}:{{s:*}}:events"
+def partition_prefix(partition: int, partitions: int) -> str:
+    return f"{PREFIX}:{{{partition_tag(partition, partitions)}}}"
 
 
-def session_of_events(key: str) -> str | None:
-    """The session id of a key built by `session_events`; None for any other key."""
-    head, tail = f"{PREFIX}:{{s:", "}:events"
-    if not (key.startswith(head) and key.endswith(tail)):
-        return None
-    sid = key[len(head) : -len(tail)]
-    return sid if sid and "}" not in sid else None
+def of_address(address: str, partitions: int) -> str:
+    """The key prefix of the partition an actor address lives in."""
+    return partition_prefix(partition_of(address, partitions), partitions)
 
 
-def task(sid: str, tid: str) -> str:
-    return f"{PREFIX}:{{s:{sid}}}:task:{tid}"
+def mailbox(partition: int, partitions: int) -> str:
+    return f"{partition_prefix(partition, partitions)}:mbox"
 
 
-def task_index() -> str:
-    """Hash taskId -> sessionId: a task's keys live under its session's hash tag."""
-    return f"{PREFIX}:tasks"
+def lease(partition: int, partitions: int) -> str:
+    return f"{partition_prefix(partition, partitions)}:lease"
 
 
-def agent(aid: str) -> str:
-    return f"{PREFIX}:{{a:{aid}}}"
-
-
-def agent_outbox(aid: str) -> str:
-    return f"{PREFIX}:{{a:{aid}}}:outbox"
-
-
-def agent_tasks(aid: str) -> str:
-    """Set of the task ids an agent is running or about to run."""
-    return f"{PREFIX}:{{a:{aid}}}:tasks"
-
-
-def agents_online() -> str:
-    return f"{PREFIX}:agents:online"
-
-
-def actor_state(address: str) -> str:
-    """State hash of an actor that has no session-tagged home (see `actors.addresses`)."""
-    return f"{PREFIX}:actor:{address}"
-
-
-def mailbox(partition: int) -> str:
-    return f"{PREFIX}:mbox:{partition}"
-
-
-def lease(partition: int) -> str:
-    return f"{PREFIX}:lease:{partition}"
-
-
-def lease_fence(partition: int) -> str:
+def lease_fence(partition: int, partitions: int) -> str:
     """Counter of fencing tokens handed out for a partition: each new holder gets a higher one."""
-    return f"{PREFIX}:lease:{partition}:fence"
+    return f"{partition_prefix(partition, partitions)}:lease:fence"
 
 
-def lease_released(partition: int) -> str:
+def lease_released(partition: int, partitions: int) -> str:
     """Set when a partition's holder released its lease, until the next holder takes it:
     a lease taken without it had expired (a takeover, counted in the metrics)."""
-    return f"{PREFIX}:lease:{partition}:released"
+    return f"{partition_prefix(partition, partitions)}:lease:released"
+
+
+def timers(partition: int, partitions: int) -> str:
+    return f"{partition_prefix(partition, partitions)}:timers"
+
+
+def outgoing(partition: int, partitions: int) -> str:
+    """The partition's outgoing stream: what its turns send out of its slot (mail to other
+    partitions, agent commands, replies, notifications), written in the turn's commit and
+    moved on by the partition's holder (`actors/forwarder.py`)."""
+    return f"{partition_prefix(partition, partitions)}:out"
+
+
+def inbound(tag: str) -> str:
+    """Hash sender -> the last outgoing-stream entry id delivered from it to the keys of
+    slot tag `tag`: a repeat of a delivery is dropped by it. In the same slot as those keys."""
+    return f"{PREFIX}:{{{tag}}}:inbound"
 
 
 def commit_memo(mailbox_key: str, entry_id: str) -> str:
@@ -87,8 +75,68 @@ def commit_memo(mailbox_key: str, entry_id: str) -> str:
     return f"{mailbox_key}:commit:{entry_id}"
 
 
-def timers(partition: int) -> str:
-    return f"{PREFIX}:timers:{partition}"
+# -- actors' state, in their partition ---------------------------------------------------
+
+
+def session(sid: str, partitions: int) -> str:
+    return f"{of_address('session:' + sid, partitions)}:s:{sid}"
+
+
+def session_events(sid: str, partitions: int) -> str:
+    return f"{session(sid, partitions)}:events"
+
+
+def session_events_pattern() -> str:
+    """SCAN pattern matching every session's event stream (Redis globs leave braces alone)."""
+    return f"{PREFIX}:{{p:*}}:s:*:events"
+
+
+def session_of_events(key: str) -> str | None:
+    """The session id of a key built by `session_events`; None for any other key."""
+    head, middle, tail = f"{PREFIX}:{{p:", "}:s:", ":events"
+    if not (key.startswith(head) and key.endswith(tail)):
+        return None
+    at = key.find(middle, len(head))
+    if at < 0:
+        return None
+    sid = key[at + len(middle) : -len(tail)]
+    # (a task's key never ends so: `…:s:<sid>:task:<tid>`, even with a tid `x:events`)
+    return sid if sid and "}" not in sid and ":task:" not in sid else None
+
+
+def task(sid: str, tid: str, partitions: int) -> str:
+    """A task's state: in its session's partition (a task lives with its session)."""
+    return f"{session(sid, partitions)}:task:{tid}"
+
+
+def task_index() -> str:
+    """Hash taskId -> sessionId: a task's keys live in its session's partition."""
+    return f"{PREFIX}:tasks"
+
+
+def agent(aid: str, partitions: int) -> str:
+    return f"{of_address('agent:' + aid, partitions)}:a:{aid}"
+
+
+def agent_outbox(aid: str, partitions: int) -> str:
+    return f"{agent(aid, partitions)}:outbox"
+
+
+def actor_state(address: str, partitions: int) -> str:
+    """State hash of an actor that is no session, task or agent (the dispatcher, probes)."""
+    return f"{of_address(address, partitions)}:actor:{address}"
+
+
+def dispatch_queue(priority: str, partitions: int) -> str:
+    """Sorted set of waiting tasks (`<sid>/<tid>`) of one priority, scored by arrival: in
+    the dispatcher's partition, with the kicks that tell it to look."""
+    return f"{of_address(DISPATCHER_ADDRESS, partitions)}:queue:{priority}"
+
+
+def agents_online(partitions: int) -> str:
+    """Set of the online agents' ids, in the dispatcher's partition (an agent's turn
+    changes it and kicks the dispatcher: both arrive together)."""
+    return f"{of_address(DISPATCHER_ADDRESS, partitions)}:agents:online"
 
 
 def replies(inbox: str) -> str:
@@ -136,11 +184,6 @@ def nonce(agent_id: str, nonce_value: str) -> str:
     return f"{PREFIX}:nonce:{agent_id}:{nonce_value}"
 
 
-def dispatch_queue(priority: str) -> str:
-    """Sorted set of waiting tasks (`<sid>/<tid>`) of one priority, scored by arrival."""
-    return f"{PREFIX}:queue:{priority}"
-
-
 def socketio_channel() -> str:
     """Pub/sub channel of python-socketio's Redis manager."""
     return f"{PREFIX}:socketio"
@@ -169,7 +212,7 @@ def node_socket_slots(node_id: str) -> str:
     return f"{PREFIX}:sockets-of-node:{node_id}"
 
 
-def webhook_events() -> str:
+def webhook_events() -> str:  # untagged: its slot tag is its name (append_output.lua)
     """Stream of notifications to deliver (capped), read by every node in one consumer
     group per kind of delivery (`gateway.notify_consumer`): webhooks, Web Push."""
     return f"{PREFIX}:webhooks:events"

@@ -127,6 +127,10 @@ REDIS_ROUND_TRIP = Histogram(
 SQL_ROUND_TRIP = Histogram(
     "orchestra_sql_round_trip_seconds", "SQL `SELECT 1` round trips from this node.", buckets=FAST_S
 )
+REDIS_WAIT_TIMEOUTS = Counter(
+    "orchestra_redis_wait_timeouts_total",
+    "Redis WAITs that timed out before the replicas asked for had the write (not an error).",
+)
 
 # -- alerts (the leader evaluates the rules) ----------------------------------------------
 

@@ -83,6 +83,13 @@ class Settings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     node_id: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Cluster (`redis+cluster://h1:p1,h2:p2`): a write that must not be lost to a
+    # master's failover is followed by `WAIT redis_wait_replicas redis_wait_timeout_ms` on
+    # its connection before anything leaves the slot (`orchestra.redis_client`
+    # `call_replicated`). 0: no WAIT (single Redis, or asynchronous replication accepted).
+    # A WAIT that times out is counted (`orchestra_redis_wait_timeouts_total`), not an error.
+    redis_wait_replicas: int = Field(0, ge=0)
+    redis_wait_timeout_ms: int = Field(500, gt=0)
     database_url: str = ""  # default: SQLite in the data folder
     data_dir: Path = Path(".orchestra")
     jwt_secret: str = Field(default="", repr=False)

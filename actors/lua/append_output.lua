@@ -13,14 +13,17 @@
 -- nothing of them is stored, and persistedSeq, unchanged, makes the agent send again
 -- from there. So a batch is stored whole, or from its first unstored seq on, or not at all.
 -- A stored `result` item (the end of a turn: the worker now waits for the user's next
--- message) also appends an `input.requested` notification (actors/notifications.py) to the
--- notifications stream, once per stored seq.
--- KEYS[1] task hash, KEYS[2] session event stream, KEYS[3] the notifications stream
+-- message) also sends an `input.requested` notification (actors/notifications.py) to the
+-- notifications stream, once per stored seq: by the outgoing stream of the session's
+-- partition, whose holder moves it on (actors/forwarder.py), so that every key here is in
+-- the session's partition's slot.
+-- KEYS[1] task hash, KEYS[2] session event stream, KEYS[3] the partition's outgoing stream
 -- ARGV[1] the agent's seq of the first item, ARGV[2] the event name, ARGV[3] the agent id
 -- (JSON-encoded, as task hash fields are), ARGV[4] the attempt ('' when the agent did not
 -- say: the current one), ARGV[5] the fields every item's event data shares (JSON object
 -- members without the braces: `"sessionId":…,"taskId":…,"agentId":…`), ARGV[6] the
--- notification's time (ISO-8601) and ARGV[7] the notifications stream's cap, then three per
+-- notification's time (ISO-8601), ARGV[7] the notifications stream's cap and ARGV[8] its
+-- name, then three per
 -- item: its own fields (a JSON object, at least one member), usage to add (a JSON object,
 -- '{}' for a result without usage, '' for any other item), the workerSessionId
 -- (JSON-encoded, or '').
@@ -51,7 +54,7 @@ end
 local base = tonumber(fields[3] or '0')
 local last = tonumber(fields[4] or '0')
 local first = base + tonumber(ARGV[1])
-local count = (#ARGV - 7) / 3
+local count = (#ARGV - 8) / 3
 if first > last + 1 or first + count - 1 <= last then
   -- A gap (the agent resends everything above persistedSeq), or nothing new.
   return {last - base, 0}
@@ -61,7 +64,7 @@ local usage = nil
 local session = nil
 local turn_ended = nil
 for i = last + 1 - first, count - 1 do
-  local at = 8 + 3 * i
+  local at = 9 + 3 * i
   local data = '{"seq":' .. (first + i) .. ',' .. head .. string.sub(ARGV[at], 2)
   redis.call('XADD', KEYS[2], '*', 'event', event, 'data', data)
   if ARGV[at + 1] ~= '' then
@@ -95,9 +98,10 @@ if task and task[1] and task[2] and task[3] then
   local data = cjson.encode({sessionId = shared.sessionId, taskId = shared.taskId,
                              agentId = shared.agentId, tool = cjson.decode(task[3]),
                              seq = turn_ended})
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'input.requested',
-             'userId', cjson.decode(task[2]), 'key',
-             cjson.decode(task[1]) .. ':' .. turn_ended .. ':input.requested',
-             'data', data, 'at', ARGV[6])
+  local write = {'C', ARGV[8], 'XADD', 'MAXLEN', '~', ARGV[7], '*', 'kind', 'input.requested',
+                 'userId', cjson.decode(task[2]), 'key',
+                 cjson.decode(task[1]) .. ':' .. turn_ended .. ':input.requested',
+                 'data', data, 'at', ARGV[6]}
+  redis.call('XADD', KEYS[3], '*', 'to', ARGV[8], 'w', cjson.encode(write))
 end
 return {stored - base, stored - last}

@@ -118,7 +118,7 @@ class AlertEvaluator:
         found: Found = {}
 
         async def agent_rules() -> Found:
-            agents = await facts.agents(self._redis, self._store)
+            agents = await facts.agents(self._redis, self._store, s.partitions)
             return {
                 rules.AGENT_OFFLINE: rules.agent_offline(agents),
                 rules.HIGH_LATENCY: rules.high_latency(agents, s.alert_latency_ms),
@@ -133,7 +133,7 @@ class AlertEvaluator:
             }
 
         async def permissions() -> Found:
-            waiting = await facts.waiting_permissions(self._redis, self._store)
+            waiting = await facts.waiting_permissions(self._redis, self._store, s.partitions)
             return {
                 rules.PERMISSION_WAITING: rules.permission_waiting(
                     waiting, s.alert_permission_wait_s
@@ -141,7 +141,7 @@ class AlertEvaluator:
             }
 
         async def queue() -> Found:
-            queued = await facts.queued_tasks(self._redis, s.alert_queue_wait_s)
+            queued = await facts.queued_tasks(self._redis, s.alert_queue_wait_s, s.partitions)
             return {rules.TASK_QUEUED: rules.task_queued(queued, s.alert_queue_wait_s)}
 
         sources: list[Callable[[], Awaitable[Found]]] = [

@@ -33,11 +33,13 @@ MAX_LOOKED_AT = 5000  # running tasks, and old queue entries of each priority, p
 _AGENT_FIELDS = ["id", "name", "status", "running", "maxConcurrency", "latencyMs", "healthy"]
 
 
-async def agents(redis: Redis, store: Store) -> list[AgentFacts]:
+async def agents(redis: Redis, store: Store, partitions: int) -> list[AgentFacts]:
     records = [a for a in await store.list_agents() if not a.revoked]
     if not records:
         return []
-    states = await read_fields(redis, [keys.agent(a.id) for a in records], _AGENT_FIELDS)
+    states = await read_fields(
+        redis, [keys.agent(a.id, partitions) for a in records], _AGENT_FIELDS
+    )
     found = []
     for record, state in zip(records, states, strict=True):
         if "status" not in state:
@@ -55,12 +57,14 @@ async def agents(redis: Redis, store: Store) -> list[AgentFacts]:
     return found
 
 
-async def waiting_permissions(redis: Redis, store: Store) -> list[WaitingPermission]:
+async def waiting_permissions(
+    redis: Redis, store: Store, partitions: int
+) -> list[WaitingPermission]:
     running = await store.running_tasks(limit=MAX_LOOKED_AT)
     if not running:
         return []
     states = await read_fields(
-        redis, [keys.task(sid, tid) for tid, sid, _ in running], ["permissions"]
+        redis, [keys.task(sid, tid, partitions) for tid, sid, _ in running], ["permissions"]
     )
     now = time.time()
     found = []
@@ -81,13 +85,13 @@ async def waiting_permissions(redis: Redis, store: Store) -> list[WaitingPermiss
     return found
 
 
-async def queued_tasks(redis: Redis, older_than_s: float) -> list[QueuedTask]:
+async def queued_tasks(redis: Redis, older_than_s: float, partitions: int) -> list[QueuedTask]:
     """The queued tasks that arrived more than `older_than_s` ago."""
     now = time.time()
     async with redis.pipeline(transaction=False) as pipe:
         for priority in PRIORITIES:
             pipe.zrangebyscore(
-                keys.dispatch_queue(priority),
+                keys.dispatch_queue(priority, partitions),
                 "-inf",
                 (now - older_than_s) * 1000,
                 start=0,
@@ -103,7 +107,9 @@ async def queued_tasks(redis: Redis, older_than_s: float) -> list[QueuedTask]:
     if not entries:
         return []
     states = await read_fields(
-        redis, [keys.task(sid, tid) for sid, tid, _ in entries], ["status", "tool", "waitingFor"]
+        redis,
+        [keys.task(sid, tid, partitions) for sid, tid, _ in entries],
+        ["status", "tool", "waitingFor"],
     )
     return [
         QueuedTask(

@@ -61,7 +61,7 @@ async def remove_dead_nodes(redis: Redis, partitions: int, lease_ttl_s: float) -
         dead.update(expired)
     live = await live_nodes(redis)
     idle_ms = int(lease_ttl_s * 2000)
-    groups = [(keys.mailbox(p), GROUP) for p in range(partitions)]
+    groups = [(keys.mailbox(p, partitions), GROUP) for p in range(partitions)]
     groups += [(keys.webhook_events(), group) for group in await _groups(redis)]
     for stream, group in groups:
         for consumer in await _consumers(redis, stream, group):
@@ -97,11 +97,11 @@ async def remove_dead_reply_lists(redis: Redis) -> int:
     return deleted
 
 
-async def remove_orphan_queue_entries(redis: Redis) -> int:
+async def remove_orphan_queue_entries(redis: Redis, partitions: int) -> int:
     """Remove the dispatch queue entries whose task no longer exists; how many."""
     removed: list[str] = []
     for priority in PRIORITIES:
-        queue = keys.dispatch_queue(priority)
+        queue = keys.dispatch_queue(priority, partitions)
         cursor = 0
         while True:
             cursor, page = await redis.zscan(queue, cursor, count=_SCAN_PAGE)
@@ -109,10 +109,12 @@ async def remove_orphan_queue_entries(redis: Redis) -> int:
             async with redis.pipeline(transaction=False) as pipe:
                 for entry in entries:
                     sid, _, tid = entry.partition("/")
-                    pipe.exists(keys.task(sid, tid or "-"))
+                    pipe.exists(keys.task(sid, tid or "-", partitions))
                 found = await pipe.execute()
-            # A task's hash and its queue entry are written in one commit: an entry
-            # whose hash is absent belongs to no task, now or later (ids are not reused).
+            # A task's queue entry is written after its hash (the task's commit writes the
+            # hash; its forwarder then adds the entry in the dispatcher's partition): an
+            # entry whose hash is absent belongs to no task, now or later (ids are not
+            # reused).
             orphans = [e for e, exists in zip(entries, found, strict=True) if not exists]
             if orphans and int(await redis.zrem(queue, *orphans)):
                 removed += orphans

@@ -22,7 +22,7 @@ from orchestra import keys
 
 async def ping_agents(redis: Redis, system: ActorSystem) -> int:
     """Tell every online agent's actor to ping its agent; how many were told."""
-    agent_ids = sorted(text(a) for a in await redis.smembers(keys.agents_online()))
+    agent_ids = sorted(text(a) for a in await redis.smembers(keys.agents_online(system.partitions)))
     for agent_id in agent_ids:
         await system.tell(agent_address(agent_id), "ping", {}, sender="health-check")
     return len(agent_ids)

@@ -39,7 +39,7 @@ def add_housekeeping(jobs: Jobs, redis: Redis, system: ActorSystem, settings: Se
     jobs.add(
         "cleanup-queue-entries",
         every_s,
-        partial(remove_orphan_queue_entries, redis),
+        partial(remove_orphan_queue_entries, redis, settings.partitions),
         cluster_wide=True,
     )
     jobs.add(

@@ -59,7 +59,7 @@ class NodeMetrics:
         self.redis = redis
         self.store = store
         self.system = system
-        self.cluster = ClusterGauges(redis, lease, interval_s)
+        self.cluster = ClusterGauges(redis, lease, interval_s, system.partitions)
         metrics.PARTITIONS_HELD.set_function(lambda: len(system.held_partitions))
 
     async def probe(self) -> None:
@@ -91,10 +91,13 @@ class _Scan:
 class ClusterGauges:
     """The cluster-wide figures, counted by the leader (see the module docstring)."""
 
-    def __init__(self, redis: Redis, lease: LeaderLease, interval_s: float) -> None:
+    def __init__(
+        self, redis: Redis, lease: LeaderLease, interval_s: float, partitions: int
+    ) -> None:
         self.redis = redis
         self.lease = lease
         self.interval_s = interval_s
+        self.partitions = partitions
         self._last_run = float("-inf")  # time.monotonic() of the last successful run
         self._tasks = _Scan()
 
@@ -109,7 +112,7 @@ class ClusterGauges:
             self._tasks = _Scan()
         async with self.redis.pipeline(transaction=False) as pipe:
             for priority in PRIORITIES:
-                pipe.zcard(keys.dispatch_queue(priority))
+                pipe.zcard(keys.dispatch_queue(priority, self.partitions))
             depths = await pipe.execute()
         metrics.QUEUE_DEPTH.set(sum(int(d) for d in depths))
         if await self._count_tasks():
@@ -126,7 +129,8 @@ class ClusterGauges:
             if isinstance(page, dict) and page:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for task_id, session_id in page.items():
-                        pipe.hget(keys.task(text(session_id), text(task_id)), "status")
+                        key = keys.task(text(session_id), text(task_id), self.partitions)
+                        pipe.hget(key, "status")
                     statuses = await pipe.execute()
                 for raw in statuses:
                     if raw is not None:

@@ -20,6 +20,7 @@ from actors import ActorSystem, session_address
 from actors.values import read_fields, text
 from orchestra import keys
 from orchestra.codec import parse_timestamp
+from orchestra.redis_client import scan_pages
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,12 @@ async def retire_ended_sessions(redis: Redis, system: ActorSystem, retention_s: 
     event stream; how many were told."""
     cutoff = time.time() - retention_s
     told: list[str] = []
-    cursor = 0
-    while True:
-        cursor, found = await redis.scan(
-            cursor, match=keys.session_events_pattern(), count=_SCAN_PAGE, _type="stream"
-        )
+    async for found in scan_pages(
+        redis, keys.session_events_pattern(), count=_SCAN_PAGE, type_="stream"
+    ):
         sessions = [s for s in (keys.session_of_events(text(key)) for key in found) if s]
         states = await read_fields(
-            redis, [keys.session(s) for s in sessions], ["status", "endedAt"]
+            redis, [keys.session(s, system.partitions) for s in sessions], ["status", "endedAt"]
         )
         for session_id, state in zip(sessions, states, strict=True):
             ended_at = state.get("endedAt")
@@ -46,8 +45,6 @@ async def retire_ended_sessions(redis: Redis, system: ActorSystem, retention_s: 
                 if parse_timestamp(ended_at).timestamp() <= cutoff:
                     await system.tell(session_address(session_id), "retire", {}, sender="retention")
                     told.append(session_id)
-        if int(cursor) == 0:
-            break
     if told:
         log.info(
             "retiring the event streams of %d session(s) ended over %g s ago (archived, then "

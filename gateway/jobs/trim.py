@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from actors import ActorSystem, session_address
 from actors.values import text
 from orchestra import keys, metrics
+from orchestra.redis_client import scan_pages
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,9 @@ async def trim_session_streams(redis: Redis, system: ActorSystem, max_events: in
     The events over the caps it found are the archive's lag (`orchestra_archive_lag_events`,
     which only the leader, running this job, exports)."""
     told = lag = 0
-    cursor = 0
-    while True:
-        cursor, found = await redis.scan(
-            cursor, match=keys.session_events_pattern(), count=_SCAN_PAGE, _type="stream"
-        )
+    async for found in scan_pages(
+        redis, keys.session_events_pattern(), count=_SCAN_PAGE, type_="stream"
+    ):
         streams = [text(key) for key in found]
         if streams:
             async with redis.pipeline(transaction=False) as pipe:
@@ -43,8 +42,6 @@ async def trim_session_streams(redis: Redis, system: ActorSystem, max_events: in
                     await system.tell(session_address(session_id), "trim", {}, sender="trim-job")
                     told += 1
                     lag += int(length) - max_events
-        if int(cursor) == 0:
-            break
     metrics.ARCHIVE_LAG.set(lag)
     if told:
         log.info("asked %d session(s) to trim their event streams", told)

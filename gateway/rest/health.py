@@ -59,7 +59,7 @@ async def health(request: Request) -> HTTPResponse:
             for name, c in checks.items()
             if c["latencyMs"] > SLOW_CHECK_MS
         ]
-        agents, led = await _agents_and_leader(node.redis)
+        agents, led = await _agents_and_leader(node.redis, node.settings.partitions)
         if agents["healthy"] < agents["total"]:
             unhealthy = agents["total"] - agents["healthy"]
             reasons.append(f"{unhealthy} connected agent(s) unhealthy")
@@ -94,16 +94,16 @@ async def _check(probe: Awaitable[Any]) -> dict[str, Any]:
     return {"status": "pass", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
 
 
-async def _agents_and_leader(redis: Any) -> tuple[dict[str, int], bool]:
+async def _agents_and_leader(redis: Any, partitions: int) -> tuple[dict[str, int], bool]:
     """`{total, healthy}` of the connected agents, and whether any node holds the leader
     lease (two round trips)."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.smembers(keys.agents_online())
+        pipe.smembers(keys.agents_online(partitions))
         pipe.exists(keys.leader())
         online, led = await pipe.execute()
     states = await read_fields(
         redis,
-        [keys.agent(text(a)) for a in online],
+        [keys.agent(text(a), partitions) for a in online],
         ["status", "healthy", "running", "maxConcurrency"],
     )
     connected = [s for s in states if s.get("status") == "online"]
@@ -123,7 +123,10 @@ async def agents_health(request: Request) -> HTTPResponse:
     who = admin(request)
     node = node_of(request)
     views = await node.ops.visible_agents(who)
-    checked = await read_fields(node.redis, [keys.agent(v.id) for v in views], ["checkedAt"])
+    partitions = node.settings.partitions
+    checked = await read_fields(
+        node.redis, [keys.agent(v.id, partitions) for v in views], ["checkedAt"]
+    )
     timeout_s = node.settings.agent_pong_timeout_s
     agents = []
     for view, state in zip(views, checked, strict=True):

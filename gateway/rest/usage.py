@@ -103,8 +103,11 @@ async def _refresh_live(node: Node, owner_id: str | None) -> None:
     tasks = await node.store.live_tasks(owner_id)
     if not tasks:
         return
+    partitions = node.settings.partitions
     states = await read_fields(
-        node.redis, [keys.task(session_id, task_id) for task_id, session_id, _ in tasks], ["usage"]
+        node.redis,
+        [keys.task(session_id, task_id, partitions) for task_id, session_id, _ in tasks],
+        ["usage"],
     )
     for (task_id, _, recorded), state in zip(tasks, states, strict=True):
         live = state.get("usage")

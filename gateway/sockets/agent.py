@@ -228,7 +228,7 @@ class AgentNamespace(BaseNamespace):
         if session_id is None:
             raise NotFound("unknown task")
         return await output.store(
-            self.node.scripts.append_output,
+            self.node.scripts,
             session_id=session_id,
             task_id=ref.task_id,
             agent_id=agent_id,
@@ -237,6 +237,7 @@ class AgentNamespace(BaseNamespace):
             event=event,
             items=items,
             notifications_cap=self.node.settings.webhook_stream_max_len,
+            partitions=self.node.settings.partitions,
         )
 
     # -- lifecycle reports: messages to the task actor ---------------------------------

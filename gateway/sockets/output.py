@@ -26,11 +26,11 @@ import json
 import logging
 from typing import Any
 
-from redis.commands.core import AsyncScript
-
+from actors import Scripts
 from orchestra import keys
 from orchestra.codec import now_iso, to_json
 from orchestra.errors import Forbidden, NotFound, ResourceExhausted
+from orchestra.placement import partition_of
 from orchestra.protocol import (
     MAX_BATCH_BYTES,
     TaskStream,
@@ -86,7 +86,7 @@ def check_batch_size(frame_bytes: int) -> None:
 
 
 async def store(
-    script: AsyncScript,
+    scripts: Scripts,
     *,
     session_id: str,
     task_id: str,
@@ -96,6 +96,7 @@ async def store(
     event: str,
     items: list[ItemArgs],
     notifications_cap: int,
+    partitions: int,
 ) -> dict[str, Any]:
     """Store a frame's items (seq, seq+1, ...) with one script call; the ack's data."""
     # `seq` is put in by the script: the task's numbering, which may differ from the
@@ -104,11 +105,18 @@ async def store(
     # The agent id compared as task hash fields hold it (the standard library's JSON).
     agent = json.dumps(agent_id)
     args: list[str | int] = [seq, event, agent, "" if attempt is None else attempt, shared[1:-1]]
-    args += [now_iso(), notifications_cap]
+    # A notification goes by the partition's outgoing stream (its forwarder moves it to
+    # the notifications stream): every key of the call is in the session's partition.
+    args += [now_iso(), notifications_cap, keys.webhook_events()]
     for item in items:
         args.extend(item)
-    where = [keys.task(session_id, task_id), keys.session_events(session_id), keys.webhook_events()]
-    answer = await script(keys=where, args=args)
+    where = [
+        keys.task(session_id, task_id, partitions),
+        keys.session_events(session_id, partitions),
+        keys.outgoing(partition_of(f"session:{session_id}", partitions), partitions),
+    ]
+    # Answered once durable (`Scripts.durable`): the agent forgets what it is told is stored.
+    answer = await scripts.durable(scripts.append_output, where, args)
     if answer[0] == -1:
         raise NotFound("unknown task")
     if answer[0] == -2:

@@ -14,13 +14,14 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from actors import Actor, ActorSystem, Address, Scripts, streams
+from actors.home import Home
 from actors.messages import Message
 from actors.replies import encode_reply
 from actors.turn import Turn
 from actors.turn_commit import Plan, commit
 from actors.values import read_state
 from actors.writes import record
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.errors import OrchestraError
 from orchestra.redis_server import RedisServer
 from tests.support.actor_systems import MakeSystem, actor_systems
@@ -39,7 +40,7 @@ class Counter(Actor):
 
     async def on_bump(self, turn: Turn) -> None:
         """A raw write to its own hash, besides its changes."""
-        key = turn.address.state_key()
+        key = turn.address.state_key(self.env.settings.partitions)
         turn.write(lambda pipe: pipe.hincrby(key, "bumps", 1))
 
     async def on_look(self, turn: Turn) -> None:
@@ -48,7 +49,7 @@ class Counter(Actor):
     async def on_read(self, turn: Turn) -> None:
         """Reads another actor's state from Redis, as the dispatcher does."""
         other = Address("counter", turn.message.body["other"])
-        state = await read_state(self.env.redis, other.state_key())
+        state = await read_state(self.env.redis, other.state_key(self.env.settings.partitions))
         SEEN.append(("read", state.get("count")))
 
     async def on_effect(self, turn: Turn) -> None:
@@ -82,12 +83,13 @@ async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[MakeS
     SEEN.clear()
     kinds: dict[str, type[Actor]] = {"counter": Counter}
     async with actor_systems(
-        redis.url, tmp_path, Recorder(), kinds, partitions=1, lease_ttl_s=1.5
+        redis.url, tmp_path, Recorder(), kinds, partitions=PARTITIONS, lease_ttl_s=1.5
     ) as make:
         yield make
 
 
-STREAM, LEASE = keys.mailbox(0), keys.lease(0)
+PARTITIONS = 1  # of the systems made here, and of the plans committed by hand
+STREAM, LEASE = keys.mailbox(0, PARTITIONS), keys.lease(0, PARTITIONS)
 
 
 async def _taken_turn(client: Redis) -> tuple[str, Turn]:
@@ -107,23 +109,23 @@ async def _taken_turn(client: Redis) -> tuple[str, Turn]:
 
 
 async def test_a_commit_under_a_lost_lease_writes_nothing(redis: RedisServer) -> None:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     scripts = Scripts(client)
     stream, lease = STREAM, LEASE
     entry_id, turn = await _taken_turn(client)
     address = turn.address
 
-    plan = Plan((lease, "n1:1"), stream, "g")
-    plan.add_turn(entry_id, turn, {"ok": 1}, partitions=1)
+    plan = Plan(Home(0, PARTITIONS), "n1:1", "g")
+    plan.add_turn(entry_id, turn, {"ok": 1})
     await client.set(lease, "n2:2")  # another node took the partition meanwhile
     assert await commit(scripts, plan) is None
-    assert await client.hgetall(address.state_key()) == {}
-    assert await client.xlen(keys.agent_outbox("a1")) == 0
+    assert await client.hgetall(address.state_key(PARTITIONS)) == {}
+    assert await client.xlen(keys.agent_outbox("a1", PARTITIONS)) == 0
     assert await client.xlen(stream) == 1
     assert (await client.xpending(stream, "g"))["pending"] == 1
 
     await client.set(lease, "n1:1")  # (a holder with this token may commit)
-    committed = await commit(scripts, plan, read_back=address.state_key())
+    committed = await commit(scripts, plan, read_back=address.state_key(PARTITIONS))
     assert committed is not None
     assert committed.read_back == {"count": "1"}
     assert [r.command_ids for r in committed.results] == [[1]]
@@ -136,36 +138,37 @@ async def test_a_commit_sent_again_commits_once_and_answers_the_same(redis: Redi
     """A client that lost its connection after sending a commit sends it again (redis-py
     retries on a connection error): the turn must not be applied twice, nor be reported
     as lost, and a holder that took the partition since gets nothing of it."""
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     scripts = Scripts(client)
     stream, lease = STREAM, LEASE
     entry_id, turn = await _taken_turn(client)
     address = turn.address
-    turn.write(lambda pipe: pipe.hincrby(address.state_key(), "bumps", 1))
-    plan = Plan((lease, "n1:1"), stream, "g")
-    plan.add_turn(entry_id, turn, {"ok": 1}, partitions=1)
+    turn.write(lambda pipe: pipe.hincrby(address.state_key(PARTITIONS), "bumps", 1))
+    plan = Plan(Home(0, PARTITIONS), "n1:1", "g")
+    plan.add_turn(entry_id, turn, {"ok": 1})
 
-    first = await commit(scripts, plan, read_back=address.state_key())
-    again = await commit(scripts, plan, read_back=address.state_key())
+    first = await commit(scripts, plan, read_back=address.state_key(PARTITIONS))
+    again = await commit(scripts, plan, read_back=address.state_key(PARTITIONS))
     assert first is not None and again is not None
     assert [r.command_ids for r in again.results] == [r.command_ids for r in first.results] == [[1]]
     assert again.read_back == first.read_back == {"count": "1", "bumps": "1"}
-    assert await client.hget(address.state_key(), "bumps") == "1"
-    assert await client.xlen(keys.agent_outbox("a1")) == 1
-    assert await client.hget(keys.agent("a1"), "commandSeq") == "1"
+    assert await client.hget(address.state_key(PARTITIONS), "bumps") == "1"
+    assert await client.xlen(keys.agent_outbox("a1", PARTITIONS)) == 1
+    assert await client.hget(keys.agent("a1", PARTITIONS), "commandSeq") == "1"
     assert await client.xlen(stream) == 2  # the message, and the one to counter:y once
 
     await client.set(lease, "n2:2")  # another node holds the partition now
-    assert await commit(scripts, Plan((lease, "n2:2"), stream, "g", entry_ids=[entry_id])) is None
+    stale = Plan(Home(0, PARTITIONS), "n2:2", "g", entry_ids=[entry_id])
+    assert await commit(scripts, stale) is None
     await client.aclose()
 
 
 async def test_a_mailbox_read_sent_again_gives_the_same_mail_first(redis: RedisServer) -> None:
     """A read whose answer was lost with the connection, sent again, gets the entries
     the first one took (before any newer): none is left pending behind later mail."""
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     scripts = Scripts(client)
-    stream, lease, timers = keys.mailbox(0), keys.lease(0), keys.timers(0)
+    stream, lease, timers = STREAM, LEASE, keys.timers(0, PARTITIONS)
     await client.xgroup_create(stream, "g", id="0", mkstream=True)
     for n in range(3):
         await streams.xadd(client, stream, Message(to=f"counter:{n}", type="add").fields())
@@ -225,7 +228,7 @@ async def test_a_batch_of_tells_is_handled_in_order_each_turn_seeing_the_last(
     await wait_for(lambda: len(SEEN) == 2, what="both looks")
     # The second look sees the raw write of `bump` too: read back from its commit.
     assert SEEN == [("counter:a", (2, None)), ("counter:a", (3, 1))]
-    state = await read_state(system.redis, Address("counter", "a").state_key())
+    state = await read_state(system.redis, Address("counter", "a").state_key(system.partitions))
     assert state == {"count": 3, "bumps": 1}
 
 

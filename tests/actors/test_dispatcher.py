@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from actors import KINDS, ActorEnv, ActorSystem, Scripts, agent_address, task_address
 from actors.turn_commit import load_state
+from orchestra import redis_client
 from orchestra.db import Store
 from orchestra.redis_server import RedisServer
 from orchestra.settings import Settings
@@ -33,7 +33,7 @@ class Unplugged:
 async def start_node(redis: RedisServer, tmp_path: Path) -> AsyncIterator[Any]:
     """Starts one actor node with every actor kind; settings may be overridden."""
     store = await Store.connect(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}")
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     nodes: list[ActorSystem] = []
 
     async def start(**overrides: Any) -> ActorSystem:
@@ -84,7 +84,7 @@ async def create_task(system: ActorSystem, tid: str, priority: str) -> None:
 
 
 async def task_state(system: ActorSystem, tid: str) -> dict[str, Any]:
-    return await load_state(system.redis, task_address("s1", tid))
+    return await load_state(system.redis, task_address("s1", tid), system.partitions)
 
 
 async def test_waiting_tasks_leave_the_queue_by_priority_then_arrival(

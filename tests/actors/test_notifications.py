@@ -14,13 +14,13 @@ from actors.addresses import task_address
 from actors.messages import Message
 from actors.notifications import EVENTS, notification_fields, notify
 from actors.turn import Turn
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.redis_server import RedisServer
 
 
 @pytest_asyncio.fixture
 async def r(redis: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     yield client
     await client.aclose()
 

@@ -68,7 +68,7 @@ async def make_system(redis: RedisServer, tmp_path: Path) -> AsyncIterator[MakeS
 async def state(system: ActorSystem, address: Address) -> dict[str, Any]:
     from actors.turn_commit import load_state
 
-    return await load_state(system.redis, address)
+    return await load_state(system.redis, address, system.partitions)
 
 
 async def test_messages_are_handled_once_each_in_each_senders_order(make_system: Any) -> None:

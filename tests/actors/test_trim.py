@@ -17,7 +17,7 @@ from actors import KINDS, ActorEnv, ActorSystem, Scripts, session_address, strea
 from actors.trim import PAGE, TRIMMED_TO
 from gateway.history import History, resumable
 from gateway.jobs import trim_session_streams
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.codec import parse_event_id
 from orchestra.db import Store
 from orchestra.redis_server import RedisServer
@@ -35,11 +35,19 @@ class Node:
     store: Store
     history: History
 
+    def events(self, sid: str) -> str:
+        """The session's event stream key."""
+        return keys.session_events(sid, self.system.partitions)
+
+    def session(self, sid: str) -> str:
+        """The session's state hash key."""
+        return keys.session(sid, self.system.partitions)
+
 
 @pytest_asyncio.fixture
 async def node(redis: RedisServer, database_url: str, tmp_path: Path) -> AsyncIterator[Node]:
     store = await Store.connect(database_url)
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     settings = Settings.load(
         {}, node_id="n1", redis_url=redis.url, data_dir=tmp_path, jwt_secret="x" * 32,
         partitions=4, lease_ttl_s=3, session_stream_max_events=CAP,
@@ -49,7 +57,7 @@ async def node(redis: RedisServer, database_url: str, tmp_path: Path) -> AsyncIt
     )
     await system.start()
     try:
-        yield Node(system, client, store, History(client, store))
+        yield Node(system, client, store, History(client, store, settings.partitions))
     finally:
         await system.stop()
         await client.aclose()
@@ -68,7 +76,7 @@ async def write_output(node: Node, sid: str, lines: int) -> None:
         for n in range(1, lines + 1):
             data = {"sessionId": sid, "taskId": "t", "agentId": "a", "seq": n,
                     "type": "stdout", "data": f"line {n}"}  # fmt: skip
-            pipe.xadd(keys.session_events(sid), {"event": "task:stream", "data": json.dumps(data)})
+            pipe.xadd(node.events(sid), {"event": "task:stream", "data": json.dumps(data)})
         await pipe.execute()
 
 
@@ -76,17 +84,17 @@ async def test_a_long_stream_is_archived_then_trimmed_to_its_cap(node: Node) -> 
     sid = await new_session(node)
     short = await new_session(node)
     await write_output(node, sid, 2 * PAGE + 500)  # a backlog of several turns' pages
-    before = await streams.xrange(node.redis, keys.session_events(sid))
+    before = await streams.xrange(node.redis, node.events(sid))
     assert len(before) == 2 * PAGE + 501  # session:updated first
 
     # Only the session over its cap is told; its actor trims it page by page.
     assert await trim_session_streams(node.redis, node.system, CAP) == 1
 
     async def trimmed() -> bool:
-        return int(await node.redis.xlen(keys.session_events(sid))) == CAP
+        return int(await node.redis.xlen(node.events(sid))) == CAP
 
     await wait_for(trimmed, what="the stream trimmed to its cap")
-    kept = await streams.xrange(node.redis, keys.session_events(sid))
+    kept = await streams.xrange(node.redis, node.events(sid))
     assert kept == before[-CAP:]
     archived = await node.store.list_events(sid, limit=10 * PAGE)
     assert [r.event_id for r in archived] == [i for i, _ in before[:-CAP]]
@@ -94,27 +102,27 @@ async def test_a_long_stream_is_archived_then_trimmed_to_its_cap(node: Node) -> 
         (f["event"], json.loads(f["data"])) for _, f in before[:-CAP]
     ]
     # trimmedTo is the last entry removed: a client holding it may resume, one before not.
-    state_raw = await node.redis.hget(keys.session(sid), TRIMMED_TO)
+    state_raw = await node.redis.hget(node.session(sid), TRIMMED_TO)
     trimmed_to = json.loads(state_raw or "null")
     assert trimmed_to == archived[-1].event_id
     assert resumable(trimmed_to, trimmed_to)
     assert not resumable(archived[-2].event_id, trimmed_to)
     assert not resumable(None, trimmed_to)
-    assert await node.redis.xlen(keys.session_events(short)) == 1
+    assert await node.redis.xlen(node.events(short)) == 1
     assert await node.store.list_events(short) == []
 
     # Nothing over the cap any more: the job tells nobody, a trim changes nothing.
     assert await trim_session_streams(node.redis, node.system, CAP) == 0
     assert await node.system.ref(session_address(sid)).ask("trim") == {"trimmed": 0}
-    assert await node.redis.hget(keys.session(short), TRIMMED_TO) is None
+    assert await node.redis.hget(node.session(short), TRIMMED_TO) is None
 
 
 async def test_history_reads_archive_then_stream_in_any_page_size(node: Node) -> None:
     sid = await new_session(node)
     await write_output(node, sid, 3 * CAP)
-    everything = [i for i, _ in await streams.xrange(node.redis, keys.session_events(sid))]
+    everything = [i for i, _ in await streams.xrange(node.redis, node.events(sid))]
     await node.system.ref(session_address(sid)).ask("trim")
-    assert await node.redis.xlen(keys.session_events(sid)) == CAP
+    assert await node.redis.xlen(node.events(sid)) == CAP
 
     for limit in (1, 7, CAP, 1000):
         paged: list[str] = []
@@ -143,7 +151,7 @@ async def test_history_reads_archive_then_stream_in_any_page_size(node: Node) ->
 async def test_a_follower_overtaken_by_trimming_goes_on_from_the_archive(node: Node) -> None:
     sid = await new_session(node)
     await write_output(node, sid, 3 * CAP)
-    everything = [i for i, _ in await streams.xrange(node.redis, keys.session_events(sid))]
+    everything = [i for i, _ in await streams.xrange(node.redis, node.events(sid))]
     await node.system.ref(session_address(sid)).ask("trim")
     # A tailer whose cursor was trimmed away gets what followed it, from the archive on.
     followed = await node.history.follow(sid, everything[5], 1000, block_ms=100)

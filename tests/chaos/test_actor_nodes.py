@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from actors import ActorEnv, ActorSystem, Address, Scripts
+from orchestra import redis_client
 from orchestra.db import Store
 from orchestra.settings import Settings
 from tests.support.processes import Deployment, Gateway, wait_for
@@ -35,7 +35,7 @@ async def test_every_message_is_handled_once_in_order_while_nodes_are_killed(
     for name in ("gw1", "gw2", "gw3"):
         nodes[name] = await deployment.start_gateway(name)
 
-    client = Redis.from_url(deployment.redis_url, decode_responses=True)
+    client = redis_client.connect(deployment.redis_url)
     settings = Settings.load({}, redis_url=deployment.redis_url, data_dir=tmp_path,
                              jwt_secret="x" * 32, node_id="sender")  # fmt: skip
     sender = ActorSystem(  # sends only: it takes no partitions
@@ -43,6 +43,7 @@ async def test_every_message_is_handled_once_in_order_while_nodes_are_killed(
         {},
     )
     probes = [Address("probe", f"p{i}") for i in range(ACTORS)]
+    state_keys = {p: p.state_key(deployment.partitions) for p in probes}
     per_sender = MESSAGES // SENDERS
     rng = random.Random(7)
     kills = 0
@@ -68,7 +69,7 @@ async def test_every_message_is_handled_once_in_order_while_nodes_are_killed(
             nodes[name] = await deployment.start_gateway(name, port=victim.port)
 
     async def handled() -> int:
-        counts = await asyncio.gather(*(client.hget(f"orch:actor:{p}", "count") for p in probes))
+        counts = await asyncio.gather(*(client.hget(state_keys[p], "count") for p in probes))
         return sum(int(c or 0) for c in counts)
 
     stop = asyncio.Event()
@@ -86,7 +87,7 @@ async def test_every_message_is_handled_once_in_order_while_nodes_are_killed(
     assert kills >= 3, f"only {kills} nodes were killed in {time.monotonic() - started:.0f} s"
     assert await handled() == MESSAGES  # once each: no message counted twice
     for probe in probes:
-        state = await client.hgetall(f"orch:actor:{probe}")
+        state = await client.hgetall(state_keys[probe])
         assert "outOfOrder" not in state, f"{probe} saw messages out of order: {state}"
     await client.aclose()
 

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.web_push import GROUP, topic
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.console.conftest import needs_chromium, signed_in
 from tests.support.ai import FAKE_TOOLS, start_ai
 from tests.support.console import sign_in
@@ -83,7 +83,7 @@ async def test_a_prompt_is_pushed_to_the_page_once_across_a_node_kill(
     gateways = [await deployment.start_gateway(node) for node in ("gw1", "gw2")]
     # The agent knows both nodes: whichever dies, it goes on through the other.
     deployment.start_agent(agent_id, secret_file, ",".join(g.url for g in gateways))
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(deployment.redis_url)
     async with serve_push() as push:
         context = await browser.new_context(viewport={"width": 375, "height": 740})
         origin = gateways[0].url

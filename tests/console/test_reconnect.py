@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.console.conftest import needs_chromium, signed_in
 from tests.support.processes import wait_for
 from tests.support.running import Running
@@ -86,11 +85,12 @@ async def test_a_page_offline_past_the_live_stream_resyncs_every_line_once(
     await page.context.set_offline(True)
     await page.get_by_role("status").filter(has_text="reconnecting").wait_for()
     go.touch()
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
+    stream = keys.session_events(started["sessionId"], running.deployment.partitions)
     try:
 
         async def trimmed_past_the_page() -> bool:
-            first: Any = await redis.xrange(keys.session_events(started["sessionId"]), count=1)
+            first: Any = await redis.xrange(stream, count=1)
             return bool(first) and json.loads(first[0][1]["data"]).get("seq", 0) > 20
 
         await wait_for(trimmed_past_the_page, what="the stream trimmed past the page's last line")

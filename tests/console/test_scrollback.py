@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.console.conftest import needs_chromium, signed_in
 from tests.e2e.test_rest import ok
 from tests.support.processes import Deployment, wait_for
@@ -76,7 +75,7 @@ async def test_scrolling_back_to_the_first_line_and_returning_to_live_ones(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     url, token = running.gateway.url, running.token
     client = await running.client()
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     try:
         started = await client.ok(
             "worker:start",
@@ -89,13 +88,14 @@ async def test_scrolling_back_to_the_first_line_and_returning_to_live_ones(
             },
         )
         sid = started["sessionId"]
+        stream = keys.session_events(sid, running.deployment.partitions)
 
         async def printed_and_trimmed() -> bool:
             newest = await ok(
                 "GET", f"{url}/api/sessions/{sid}/events?before={2**63 - 1}&limit=1", None, token
             )
             printed = [e["data"].get("data") for e in newest["events"]] == [f"line {LINES}"]
-            return printed and int(await redis.xlen(keys.session_events(sid))) <= CAP
+            return printed and int(await redis.xlen(stream)) <= CAP
 
         await wait_for(
             printed_and_trimmed, what="every line printed, the stream trimmed", timeout_s=240

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.e2e.test_rest import api, ok
 from tests.support.processes import Deployment, wait_for
 from tests.support.running import PASSWORD
@@ -65,7 +64,7 @@ async def test_an_agent_frozen_fires_one_alert_and_one_resolution(
     alice, root = await login(url, "alice", PASSWORD), await login(url, "root", PASSWORD)
     watcher = WebClient()
     await watcher.connect(url, alice)
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(deployment.redis_url)
     offline, queued = f"agent_offline:{agent_id}", "task_queued:custom"
     try:
         await wait_for(lambda: watcher.agent_status_is("online", agent_id), what="agent online")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from actors import streams
 from gateway.feed import FRAME_MAX_BYTES, FRAME_MAX_EVENTS
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.client import SESSION_EVENTS, Client
 from orchestra.codec import json_size, parse_event_id
 from tests.e2e.test_rest import ok
@@ -48,14 +48,17 @@ def ids_of(client: WebClient, sid: str) -> list[str]:
     return [d["eventId"] for _, d in client.session_events(sid)]
 
 
-async def write_events(redis: Redis, sid: str, first: int, count: int) -> list[str]:
-    """`count` task:stream events appended to the session's stream; their eventIds."""
+async def write_events(
+    redis: Redis, partitions: int, sid: str, first: int, count: int
+) -> list[str]:
+    """`count` task:stream events appended to the session's stream (of a deployment of
+    `partitions` partitions); their eventIds."""
     pipe = redis.pipeline(transaction=False)
     for n in range(first, first + count):
         data = {"sessionId": sid, "taskId": "t", "agentId": "a", "attempt": 1, "seq": n,
                 "type": "stdout", "data": f"line {n} {FILLER}", "timestamp": WHEN}  # fmt: skip
         stored = json.dumps(data, separators=(",", ":"))  # as the gateway writes it
-        pipe.xadd(keys.session_events(sid), {"event": "task:stream", "data": stored})
+        pipe.xadd(keys.session_events(sid, partitions), {"event": "task:stream", "data": stored})
     return [str(i) for i in await pipe.execute()]
 
 
@@ -122,15 +125,16 @@ async def test_a_batch_watcher_sees_what_a_per_event_watcher_sees(
 async def test_replay_comes_in_frames_before_the_ack_compressed_where_asked(
     running: Running,
 ) -> None:
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     zstd = await running.client(batch=True, compression=["zstd"])
     plain = await running.client(batch=True)
     single = await running.client(compression=["zstd", "gzip"])
     clients = (zstd, plain, single)
     try:
         sid = await new_session(running)
-        ids = await write_events(redis, sid, 1, 3000)
-        stored = await streams.xrange(redis, keys.session_events(sid))
+        partitions = running.deployment.partitions
+        ids = await write_events(redis, partitions, sid, 1, 3000)
+        stored = await streams.xrange(redis, keys.session_events(sid, partitions))
         assert [entry_id for entry_id, _ in stored][-len(ids) :] == ids  # after session:updated
         largest = max(json_size(fields) for _, fields in stored)
         joined_frames: dict[int, int] = {}
@@ -154,8 +158,8 @@ async def test_replay_comes_in_frames_before_the_ack_compressed_where_asked(
         assert [f.frame["events"] for f in zstd.frames] == [f.frame["events"] for f in plain.frames]
 
         # Live: each of these bursts arrives once, after the ack, nothing of the replay again.
-        more = await write_events(redis, sid, 3001, 50)
-        more += await write_events(redis, sid, 3051, 200)
+        more = await write_events(redis, partitions, sid, 3001, 50)
+        more += await write_events(redis, partitions, sid, 3051, 200)
         await wait_for(
             lambda: all(len(ids_of(c, sid)) >= len(ids) - 1 + 250 for c in clients),
             what="the live events",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
+from orchestra import redis_client
 from tests.fixtures.model_api import Conversation, FakeModelServer, Reply, anthropic
 from tests.support.ai import start_ai, turn_text
 from tests.support.processes import http
@@ -161,7 +161,7 @@ async def test_a_new_task_resumes_the_real_conversation(running: Running, tmp_pa
 
 async def _nowhere_in_redis(running: Running, secret: str) -> None:
     """Every value of every key of the deployment's Redis, searched for `secret`."""
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     try:
         async for key in redis.scan_iter(count=1000):
             kind = await redis.type(key)

@@ -10,10 +10,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from actors import streams
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.e2e.test_handshake import Gate, agent_auth, attempt, call
 from tests.e2e.test_handshake import gate as gate  # the fixture: a gateway, alice, her agent
 from tests.support.processes import wait_for
@@ -41,8 +40,8 @@ async def test_a_later_ack_leaves_an_earlier_command_waiting(gate: Gate) -> None
     assert (await call(agent, "/agent", "agent:register", registration))["success"]
     web = WebClient()
     await web.connect(gate.url, gate.token)
-    redis = Redis.from_url(gate.deployment.redis_url, decode_responses=True)
-    outbox = keys.agent_outbox(gate.agent_id)
+    redis = redis_client.connect(gate.deployment.redis_url)
+    outbox = keys.agent_outbox(gate.agent_id, gate.deployment.partitions)
 
     async def waiting() -> list[int]:
         return [int(entry_id.split("-")[1]) for entry_id, _ in await streams.xrange(redis, outbox)]

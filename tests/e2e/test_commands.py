@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from actors import Scripts
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.e2e.test_walking_skeleton import start_echo_worker, stream_lines
 from tests.support.processes import http
 from tests.support.running import Running
@@ -29,15 +28,19 @@ async def test_a_command_whose_push_was_lost_reaches_the_connected_agent(
     running: Running, tmp_path: Path
 ) -> None:
     client = await running.client()
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     try:
         started = await start_echo_worker(client, running, tmp_path)
         await client.ok("session:join", {"sessionId": started["sessionId"]})
         await client.wait_for_event("task:stream", lambda d: d["data"].startswith("worker: wait"))
         # What a node that died between committing a turn and pushing its command leaves
         # behind: the command in the agent's outbox, and no push.
+        partitions = running.deployment.partitions
         await Scripts(redis).outbox_append(
-            keys=[keys.agent(running.agent_id), keys.agent_outbox(running.agent_id)],
+            keys=[
+                keys.agent(running.agent_id, partitions),
+                keys.agent_outbox(running.agent_id, partitions),
+            ],
             args=["worker:input", json.dumps({"taskId": started["taskId"], "input": "lost"})],
         )
         await client.wait_for_event("task:stream", lambda d: d["data"] == "echo 1: lost")
@@ -48,7 +51,7 @@ async def test_a_command_whose_push_was_lost_reaches_the_connected_agent(
             "echo 1: lost",
             "echo 2: pushed",
         ]
-        assert await redis.xlen(keys.agent_outbox(running.agent_id)) == 0
+        assert await redis.xlen(keys.agent_outbox(running.agent_id, partitions)) == 0
     finally:
         await client.close()
         await redis.aclose()

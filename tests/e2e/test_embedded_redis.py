@@ -70,7 +70,7 @@ async def test_a_worker_runs_end_to_end_on_the_embedded_redis(
                 # The leader's trim job archives all but the newest 3 events: the history
                 # is whole and in order across archive and stream.
                 probe = Redis.from_url(redis.url, decode_responses=True)
-                session_key = keys.session(started["sessionId"])
+                session_key = keys.session(started["sessionId"], deployment.partitions)
                 await wait_for(lambda: probe.hexists(session_key, "trimmedTo"), what="a trim")
                 await probe.aclose()
                 history = await client.history(started["sessionId"])

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.codec import parse_event_id
 from tests.e2e.test_rest import api, log_in, ok
 from tests.support.processes import Deployment, wait_for
@@ -92,7 +91,7 @@ async def test_paging_backwards_reads_the_forward_history_reversed(
     running: Running, tmp_path: Path
 ) -> None:
     url, token = running.gateway.url, running.token
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     try:
         sid = (await ok("POST", url + "/api/sessions", {"title": "long"}, token))["session"]["id"]
         started = await ok(
@@ -124,7 +123,7 @@ async def test_paging_backwards_reads_the_forward_history_reversed(
             return task["task"]["status"] in ("completed", "error")
 
         await wait_for(read_backwards_while_it_runs, what="the worker done", timeout_s=180)
-        stream = keys.session_events(sid)
+        stream = keys.session_events(sid, running.deployment.partitions)
 
         async def settled() -> bool:
             if int(await redis.xlen(stream)) > CAP:
@@ -133,7 +132,8 @@ async def test_paging_backwards_reads_the_forward_history_reversed(
             return ("task:result", None) in names and ("worker:status", "completed") in names
 
         await wait_for(settled, what="the task's end in the history, the stream trimmed")
-        trimmed_to = json.loads(await redis.hget(keys.session(sid), "trimmedTo") or "null")
+        session_key = keys.session(sid, running.deployment.partitions)
+        trimmed_to = json.loads(await redis.hget(session_key, "trimmedTo") or "null")
         kept = [entry_id for entry_id, _ in await redis.xrange(stream)]
 
         events = await forward(url, token, sid)

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from actors.runtime import GROUP
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.codec import now_iso
 from tests.support.processes import Deployment, Gateway, http, wait_for
 from tests.support.web import WebClient, login
@@ -68,7 +68,7 @@ async def test_one_of_three_nodes_runs_the_jobs_and_another_takes_over_when_it_d
     nodes = [await deployment.start_gateway(f"gw{i}") for i in (1, 2, 3)]
     await deployment.create_user("alice", PASSWORD, admin=True)
     agent_id, secret_file = await deployment.create_agent("box", owner="alice")
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(deployment.redis_url)
     watcher = WebClient()
     try:
         leader = await wait_for(lambda: the_leader(nodes), what="exactly one node to lead")
@@ -78,10 +78,11 @@ async def test_one_of_three_nodes_runs_the_jobs_and_another_takes_over_when_it_d
         deployment.start_agent(agent_id, secret_file, others[0].url)
 
         # A cleanup job's effect, logged by the leader alone.
-        await redis.zadd(keys.dispatch_queue("normal"), {"no-session/no-task": time.time()})
+        queue = keys.dispatch_queue("normal", deployment.partitions)
+        await redis.zadd(queue, {"no-session/no-task": time.time()})
         orphan_removed = "removed 1 queue entry of tasks that no longer exist: no-session/no-task"
         await wait_for(lambda: orphan_removed in leader.log(), what="the orphan entry removed")
-        assert not await redis.zscore(keys.dispatch_queue("normal"), "no-session/no-task")
+        assert not await redis.zscore(queue, "no-session/no-task")
         assert not any(orphan_removed in n.log() for n in others)
 
         # The leader holds a socket (alice's) when it dies, and a reply list to a node.
@@ -117,15 +118,16 @@ async def test_one_of_three_nodes_runs_the_jobs_and_another_takes_over_when_it_d
         # slots and their index, its reply list.
         async def leftovers() -> list[str]:
             found = []
-            for partition in range(16):
-                consumers = await redis.xinfo_consumers(keys.mailbox(partition), GROUP)
+            for partition in range(deployment.partitions):
+                mailbox = keys.mailbox(partition, deployment.partitions)
+                consumers = await redis.xinfo_consumers(mailbox, GROUP)
                 found += [f"consumer {partition}" for c in consumers if c["name"] == dead]
             if await redis.exists(keys.node_socket_slots(dead)):
                 found.append("socket slot index")
-            for key in await redis.keys(keys.socket_slots("user", "*")):
+            async for key in redis_client.scan_keys(redis, keys.socket_slots("user", "*")):
                 members = map(str, await redis.zrange(key, 0, -1))
                 found += [f"slot {m}" for m in members if m.startswith(f"{dead}:")]
-            found += map(str, await redis.keys(keys.replies(f"{dead}:*")))
+            found += [k async for k in redis_client.scan_keys(redis, keys.replies(f"{dead}:*"))]
             return found
 
         async def no_leftovers() -> bool:
@@ -149,7 +151,7 @@ async def test_one_of_three_nodes_runs_the_jobs_and_another_takes_over_when_it_d
             http, "POST", f"{new_leader.url}/api/sessions/{session_id}/end", {}, token
         )
         assert status == 200
-        stream = keys.session_events(session_id)
+        stream = keys.session_events(session_id, deployment.partitions)
         await wait_for(
             lambda: _gone(redis, stream), what="the ended session's stream removed", timeout_s=30
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.support.ai import FAKE_TOOLS, start_ai
 from tests.support.processes import Deployment, holds_every_partition, http, wait_for
 from tests.support.running import PASSWORD
@@ -51,7 +51,7 @@ async def test_permission_requested_and_task_completed_arrive_once_across_a_node
     secret = created["secret"]
     client = WebClient()
     await client.connect(nodes[1].url, token)
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(deployment.redis_url)
     try:
         await wait_for(lambda: client.agent_status_is("online", agent_id), what="agent online")
         started, _ = await start_ai(client, agent_id, tmp_path, "scenario: permission")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from tests.support.ai import FAKE_TOOLS, answer_request, start_ai
 from tests.support.processes import Deployment, Gateway, wait_for
 from tests.support.running import PASSWORD, Running
@@ -110,8 +110,9 @@ async def test_the_node_that_took_the_answer_dies_and_the_tool_still_gets_it_onc
     deployment: Deployment, tmp_path: Path
 ) -> None:
     nodes, agent_id = await _two_nodes(deployment)
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
-    holder_url = await wait_for(lambda: _agent_node(redis, agent_id, nodes), what="agent on")
+    redis = redis_client.connect(deployment.redis_url)
+    agent_key = keys.agent(agent_id, deployment.partitions)
+    holder_url = await wait_for(lambda: _agent_node(redis, agent_key, nodes), what="agent on")
     holder = next(n for n in nodes if n.url == holder_url)
     other = next(n for n in nodes if n is not holder)
     answering, watching = await _client(holder), await _client(other)
@@ -131,9 +132,10 @@ async def test_the_node_that_took_the_answer_dies_and_the_tool_still_gets_it_onc
         await redis.aclose()
 
 
-async def _agent_node(redis: Redis, agent_id: str, nodes: list[Gateway]) -> str | None:
-    """The URL of the node the agent is connected to, once it is online."""
-    raw = await redis.hmget(keys.agent(agent_id), ["status", "node"])
+async def _agent_node(redis: Redis, agent_key: str, nodes: list[Gateway]) -> str | None:
+    """The URL of the node the agent (its state at `agent_key`) is connected to, once it
+    is online."""
+    raw = await redis.hmget(agent_key, ["status", "node"])
     if raw[0] is None or json.loads(raw[0]) != "online" or raw[1] is None:
         return None
     node_id = json.loads(raw[1])

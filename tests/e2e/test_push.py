@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from gateway.web_push import topic
+from orchestra import redis_client
 from tests.e2e.test_rest import api, ok
 from tests.support.ai import FAKE_TOOLS, answer_request, start_ai
 from tests.support.processes import Deployment, wait_for
@@ -171,7 +171,7 @@ async def test_a_prompt_and_a_turns_end_reach_the_devices_that_want_them(
         assert (ended["kind"], ended["title"]) == ("input.requested", "Waiting for your input")
         assert ended["tag"].startswith(f"{started['taskId']}:") and ended["url"] == message["url"]
         # The laptop wanted failures only; the stream's entries are all handled by now.
-        redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+        redis = redis_client.connect(running.deployment.redis_url)
         try:
             await wait_for(lambda: settled(redis), what="every push handled")
         finally:

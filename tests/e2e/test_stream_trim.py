@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.codec import parse_event_id
 from tests.e2e.test_rest import ok
 from tests.support.processes import Deployment, wait_for
@@ -43,13 +42,13 @@ async def history(url: str, token: str, sid: str, *, after: str = "", limit: int
 
 async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_path: Path) -> None:
     url, token = running.gateway.url, running.token
-    redis = Redis.from_url(running.deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(running.deployment.redis_url)
     watcher = await running.client()  # watches live from the start, while trims happen
     framed = await running.client(batch=True)  # the same, in `session:events` frames
     clients: list[WebClient] = [watcher, framed]
     try:
         sid = (await ok("POST", url + "/api/sessions", {"title": "long"}, token))["session"]["id"]
-        stream = keys.session_events(sid)
+        stream = keys.session_events(sid, running.deployment.partitions)
         await watcher.ok("session:join", {"sessionId": sid})
         await framed.ok("session:join", {"sessionId": sid})
         await watcher.ok(
@@ -97,7 +96,8 @@ async def test_a_capped_stream_keeps_the_whole_history(running: Running, tmp_pat
             assert set(live) - set(archived["data"]) <= ENVELOPE
         kept = [entry_id for entry_id, _ in await redis.xrange(stream)]
         assert len(kept) == CAP and kept == ids[-CAP:]
-        trimmed_to = json.loads(await redis.hget(keys.session(sid), "trimmedTo") or "null")
+        session_key = keys.session(sid, running.deployment.partitions)
+        trimmed_to = json.loads(await redis.hget(session_key, "trimmedTo") or "null")
         assert trimmed_to == ids[-CAP - 1], "trimmedTo is the last event removed"
 
         # Paging with `after` crosses from the archive into the stream without a seam.

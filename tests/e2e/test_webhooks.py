@@ -16,7 +16,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from actors.notifications import notification_fields
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.codec import parse_event_id
 from orchestra.crypto import decrypt_field
 from orchestra.db import Store
@@ -77,7 +77,7 @@ async def make_world(deployment: Deployment, *node_ids: str) -> tuple[World, lis
     alice, bob = await login(url, "alice", PASSWORD), await login(url, "bob", PASSWORD)
     alice_id = (await ok("GET", url + "/api/auth/me", token=alice))["user"]["id"]
     bob_id = (await ok("GET", url + "/api/auth/me", token=bob))["user"]["id"]
-    redis = Redis.from_url(deployment.redis_url, decode_responses=True)
+    redis = redis_client.connect(deployment.redis_url)
     return World(deployment, gateways[0], redis, alice, bob, alice_id, bob_id), gateways
 
 
@@ -312,7 +312,7 @@ async def test_the_takeover_works_on_the_embedded_redis(
         deployment = Deployment(root=tmp_path, redis_url=redis.url, database_url=database_url)
         deployment.extra_env["ORCHESTRA_WEBHOOK_CLAIM_IDLE_S"] = "2"
         try:
-            probe = Redis.from_url(redis.url, decode_responses=True)
+            probe = redis_client.connect(redis.url)
             assert (await probe.info("server"))["redis_version"].startswith("6.")
             await probe.aclose()
             await delivered_once_across_a_node_kill(deployment, receiver)

@@ -17,7 +17,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from gateway.alerts import AlertEvaluator, RequestTally
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.db import Store
 from orchestra.redis_server import RedisServer
 from orchestra.settings import Settings
@@ -25,7 +25,7 @@ from orchestra.settings import Settings
 
 @pytest_asyncio.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     yield client
     await client.aclose()
 
@@ -37,8 +37,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
 
 
+PARTITIONS = 16  # the evaluators' `settings.partitions`, which the agents' keys are built with
+
+
 def settings(tmp_path: Path, **values: Any) -> Settings:
-    values = {"alert_cooldown_s": 0, "alert_error_min_requests": 10} | values
+    defaults = {"alert_cooldown_s": 0, "alert_error_min_requests": 10, "partitions": PARTITIONS}
+    values = defaults | values
     return Settings(data_dir=tmp_path, **values).with_defaults()
 
 
@@ -50,7 +54,9 @@ async def events(client: Redis) -> list[tuple[str, str]]:
 
 async def set_agent(client: Redis, agent_id: str, status: str) -> None:
     state = {"id": agent_id, "name": "box", "status": status, "running": [], "latencyMs": 3.0}
-    await client.hset(keys.agent(agent_id), mapping={k: json.dumps(v) for k, v in state.items()})
+    await client.hset(
+        keys.agent(agent_id, PARTITIONS), mapping={k: json.dumps(v) for k, v in state.items()}
+    )
 
 
 async def test_an_agent_offline_fires_once_resolves_once_and_cools_down(

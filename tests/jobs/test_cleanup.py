@@ -17,13 +17,13 @@ from gateway.jobs.cleanup import (
     remove_dead_reply_lists,
     remove_orphan_queue_entries,
 )
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.redis_server import RedisServer
 
 
 @pytest_asyncio.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     yield client
     await client.aclose()
 
@@ -31,7 +31,7 @@ async def client(redis: RedisServer) -> AsyncIterator[Redis]:
 async def test_a_dead_nodes_leftovers_go_and_a_live_nodes_stay(client: Redis) -> None:
     now_ms = int(time.time() * 1000)
     await client.zadd(keys.nodes(), {"live": now_ms + 60_000, "dead": now_ms - 1})
-    mailbox = keys.mailbox(0)
+    mailbox = keys.mailbox(0, 1)  # the one partition of `partitions=1` below
     await client.xgroup_create(mailbox, GROUP, id="0", mkstream=True)
     entry_id = await client.xadd(mailbox, {"to": "x"})
     for node in ("live", "dead"):
@@ -57,7 +57,8 @@ async def test_a_dead_nodes_leftovers_go_and_a_live_nodes_stay(client: Redis) ->
     assert await client.zrange(keys.nodes(), 0, -1) == ["live"]
     assert await client.zrange(keys.socket_slots("user", "u1"), 0, -1) == ["live:sid"]
     assert await client.exists(keys.node_socket_slots("live"), keys.node_socket_slots("dead")) == 1
-    assert await client.keys(keys.replies("*")) == [keys.replies("live:abc")]
+    replies = [k async for k in redis_client.scan_keys(client, keys.replies("*"))]
+    assert replies == [keys.replies("live:abc")]
 
     # Run again: nothing more goes.
     assert await remove_dead_nodes(client, partitions=1, lease_ttl_s=0.001) == {}
@@ -65,11 +66,12 @@ async def test_a_dead_nodes_leftovers_go_and_a_live_nodes_stay(client: Redis) ->
 
 
 async def test_queue_entries_of_tasks_gone_are_removed_once(client: Redis) -> None:
-    await client.hset(keys.task("s1", "t1"), "status", '"queued"')
-    queue = keys.dispatch_queue("normal")
+    partitions = 16
+    await client.hset(keys.task("s1", "t1", partitions), "status", '"queued"')
+    queue = keys.dispatch_queue("normal", partitions)
     await client.zadd(queue, {"s1/t1": 1, "s1/gone": 2, "junk": 3})
-    await client.zadd(keys.dispatch_queue("high"), {"s2/gone": 1})
-    assert await remove_orphan_queue_entries(client) == 3
+    await client.zadd(keys.dispatch_queue("high", partitions), {"s2/gone": 1})
+    assert await remove_orphan_queue_entries(client, partitions) == 3
     assert await client.zrange(queue, 0, -1) == ["s1/t1"]
-    assert not await client.exists(keys.dispatch_queue("high"))
-    assert await remove_orphan_queue_entries(client) == 0
+    assert not await client.exists(keys.dispatch_queue("high", partitions))
+    assert await remove_orphan_queue_entries(client, partitions) == 0

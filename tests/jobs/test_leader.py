@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from actors import Scripts
 from gateway.jobs import Jobs, LeaderLease
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.redis_server import RedisServer
 from tests.support.processes import wait_for
 
@@ -19,7 +19,7 @@ TTL_S = 1.0
 
 @pytest_asyncio.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     yield client
     await client.aclose()
 

@@ -17,7 +17,7 @@ from gateway.outlet import AGENT, WEB
 from gateway.rate_limit import AgentRateLimiter
 from gateway.socket_caps import SocketCaps
 from gateway.sockets.base import ConnectionRefused
-from orchestra import keys
+from orchestra import keys, redis_client
 from orchestra.errors import RateLimited
 from orchestra.redis_server import RedisServer
 from orchestra.settings import Settings
@@ -25,7 +25,7 @@ from orchestra.settings import Settings
 
 @pytest_asyncio.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis.url, decode_responses=True)
+    client = redis_client.connect(redis.url)
     yield client
     await client.aclose()
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from actors import Actor, ActorEnv, ActorSystem, Scripts
 from orchestra.db import Store
+from orchestra.redis_client import connect
 from orchestra.settings import Settings
 
 MakeSystem = Callable[..., Awaitable[ActorSystem]]
@@ -32,13 +33,18 @@ async def actor_systems(
     systems: list[ActorSystem] = []
 
     async def make(node_id: str, *, start: bool = True, **settings: Any) -> ActorSystem:
-        client = Redis.from_url(redis_url, decode_responses=True)
+        client = connect(redis_url)
         clients.append(client)
         config = Settings.load(
             {}, node_id=node_id, redis_url=redis_url, data_dir=tmp_path, jwt_secret="x" * 32,
             **(defaults | settings),
         )  # fmt: skip
-        system = ActorSystem(ActorEnv(client, Scripts(client), store, config, outlet), kinds)
+        scripts = Scripts(
+            client,
+            wait_replicas=config.redis_wait_replicas,
+            wait_timeout_ms=config.redis_wait_timeout_ms,
+        )
+        system = ActorSystem(ActorEnv(client, scripts, store, config, outlet), kinds)
         systems.append(system)
         if start:
             await system.start()

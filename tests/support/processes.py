@@ -146,6 +146,12 @@ class Deployment:
         the data folder, made here if none is yet), which agent secrets are encrypted under."""
         return Settings.load(self.env).secrets_key
 
+    @property
+    def partitions(self) -> int:
+        """The actor partition count this deployment's gateways use (`settings.partitions`):
+        what the keys of a partition's things are built with (`orchestra.keys`)."""
+        return Settings.load(self.env).partitions
+
     def store(self) -> Store:
         """A store on this deployment's database, with its gateways' secrets key."""
         return Store(self.database_url, secrets_key=self.secrets_key)
