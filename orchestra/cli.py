@@ -8,6 +8,7 @@
     orchestra run [--agent ID] -- CMD…   run a command on an agent, in this terminal
     orchestra watch SESSION              follow a session's output
     orchestra status [--json]            the cluster: nodes, leader, agents, queue, alerts
+    orchestra redis migrate [--dry-run]  move Redis data of an older key layout (all stopped)
 
 The gateway and the agent daemon are imported only by the command that runs them, so
 `orchestra` itself stays free of the other packages (DESIGN.md §1).
@@ -72,6 +73,8 @@ def run_gateway(args: argparse.Namespace) -> int:
     configure(settings.log_level, settings.log_format, {"nodeId": settings.node_id})
     # The data folder holds secrets: the owner's only (logged when it had to be tightened).
     tighten(settings.data_dir, PRIVATE_DIR, "data folder")
+    # Redis must hold this version's key layout: else one line, status 2, no server.
+    asyncio.run(importlib.import_module("gateway.keyspace").check(settings))
     app_module = importlib.import_module("gateway.app")
     app = app_module.create_app(settings, name=_app_name(settings.node_id))
     started = f"orchestra gateway {settings.node_id} on http://{settings.host}:{settings.port}"
@@ -245,6 +248,22 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_redis_migrate(args: argparse.Namespace) -> int:
+    """Move the data of an older key layout to this version's (`gateway.migrate`)."""
+    settings = load_settings(args, partitions=args.partitions)  # (validated there)
+    migrate = importlib.import_module("gateway.migrate").migrate
+    report = asyncio.run(
+        migrate(
+            settings.redis_url,
+            settings.partitions,
+            dry_run=args.dry_run,
+            say=lambda line: print(line, flush=True),
+        )
+    )
+    print(("dry run, nothing changed: would have " if args.dry_run else "") + report.line())
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     from orchestra.up import up
 
@@ -356,6 +375,21 @@ def _parser() -> argparse.ArgumentParser:
     _common(status)
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(run=run_status)
+
+    redis = commands.add_parser("redis", help="maintain the data in Redis")
+    redis_commands = redis.add_subparsers(title="redis commands")
+    migrate = redis_commands.add_parser(
+        "migrate",
+        help="move data of an older key layout to this version's (every gateway stopped)",
+    )
+    _common(migrate)
+    migrate.add_argument(
+        "--partitions", type=int, help="the partition count (default: ORCHESTRA_PARTITIONS)"
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="say what it would do; change nothing"
+    )
+    migrate.set_defaults(run=run_redis_migrate)
 
     user = commands.add_parser("user", help="manage users")
     user_commands = user.add_subparsers(title="user commands")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import secrets
 import signal
@@ -61,7 +62,9 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
         # The key the gateway will use (the same environment, so the same key), which the
         # local agent's secret is kept encrypted under. Not put in the children's
         # environment: the agent and its workers have no use for it.
-        secrets_key = Settings.load(env).secrets_key
+        settings = Settings.load(env)
+        secrets_key = settings.secrets_key
+        await _migrate(redis.url, settings.partitions)
         password = await _ensure_admin(env, data_dir, secrets_key)
         url = f"http://{args.host}:{args.port}"
         children.append(
@@ -107,6 +110,16 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> int:
             _stop(child)
         running.unlink(missing_ok=True)
         await redis.stop()
+
+
+async def _migrate(redis_url: str, partitions: int) -> None:
+    """Data an older version left in this folder's Redis (or placed for another partition
+    count), moved to this version's key layout (`gateway.migrate`): this process owns the
+    only node there is."""
+    migrate = importlib.import_module("gateway.migrate").migrate
+    report = await migrate(redis_url, partitions, owned=True)
+    if report.changed:
+        print(f"orchestra up: Redis data migrated: {report.line()}", flush=True)
 
 
 def running_redis_file(data_dir: Path) -> Path:
