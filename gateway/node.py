@@ -211,6 +211,9 @@ class Node:
             ("store", self.store.close),
             ("redis", self.redis.aclose),
         ]
+        if isinstance(self.sio.manager, ClusterRedisManager):
+            # It listens on `self.redis`, and would open it again: stop it first.
+            steps.insert(-1, ("socket.io pub/sub", self.sio.manager.stop))
         if self.loop_watch is not None:
             steps.append(("loop watch", self.loop_watch.stop))
         for name, step in steps:

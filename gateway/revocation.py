@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from gateway.pubsub import Channel, Subscription
 from orchestra import keys
 from orchestra.aio import cancel_and_wait
 from orchestra.db import Store
@@ -76,6 +77,8 @@ class Credentials:
         self._rechecks: list[Recheck] = []
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # PUBLISH/SUBSCRIBE, or SPUBLISH/SSUBSCRIBE on a Redis >= 7 cluster (`gateway/pubsub.py`).
+        self._channel = Channel(redis, keys.revocations_channel())
 
     def on_revoked(self, listener: Listener, recheck: Recheck) -> None:
         """`listener` hears each revocation; `recheck` runs after messages may have been
@@ -134,12 +137,18 @@ class Credentials:
         """The tokens of one sign-in stop working, and its sockets close, on every node."""
         until = time.time() + self.family_ttl_s
         message = json.dumps({"kind": "family", "subject": family, "until": until})
+        # One key, one slot: a MULTI a cluster takes. The PUBLISH follows it (a cluster
+        # refuses it inside a MULTI), written first, then announced, as `_bump` does: a node
+        # subscribed all along hears it; one that was not (re-subscribing after a failover)
+        # loads the families and rechecks every socket once subscribed again, after the
+        # write, so it finds the family. Announced first, a node could load the set just
+        # before the write and miss both.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.revoked_families(), {family: until})
             pipe.zremrangebyscore(keys.revoked_families(), "-inf", time.time())
-            pipe.publish(keys.revocations_channel(), message)
             await pipe.execute()
         self._families[family] = until
+        await self._channel.publish(message)
         await self._tell(Revocation("family", family))
 
     async def _bump(self, kind: Literal["user", "agent"], subject: str) -> None:
@@ -148,7 +157,7 @@ class Credentials:
             key, int(await self.redis.hincrby(keys.credential_versions(), key, 1))
         )
         message = json.dumps({"kind": kind, "subject": subject, "version": version})
-        await self.redis.publish(keys.revocations_channel(), message)
+        await self._channel.publish(message)
         await self._tell(Revocation(kind, subject, version))
 
     # -- keeping up with other nodes -------------------------------------------------------
@@ -157,9 +166,11 @@ class Credentials:
         delay_s = 0.1
         first = True
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            subscription: Subscription | None = None
             try:
-                await pubsub.subscribe(keys.revocations_channel())
+                # A new subscription reads a cluster's slot map afresh: after a failover it
+                # lands on the channel's new master.
+                subscription = await self._channel.subscribe()
                 # Whatever was announced while we were not listening is lost: start afresh.
                 self._versions.clear()
                 await self._load_families()
@@ -170,15 +181,16 @@ class Credentials:
                         await recheck()
                 first, delay_s = False, 0.1
                 while True:
-                    message = await pubsub.get_message(timeout=30.0)
-                    if message is not None:
-                        await self._receive(message.get("data"))
-            except (RedisError, OSError) as exc:
+                    data = await subscription.get(timeout_s=5.0)
+                    if data is not None:
+                        await self._receive(data)
+            except (RedisError, RedisClusterException, OSError) as exc:
                 log.warning("revocations: subscription lost (%s); retrying", type(exc).__name__)
             finally:
-                await _close(pubsub)
+                if subscription is not None:
+                    await subscription.close()
             await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, 2.0)
+            delay_s = min(delay_s * 2, 0.5)  # a failover's promotion is found within 0.5 s
 
     async def _receive(self, data: object) -> None:
         try:
@@ -222,10 +234,3 @@ class Credentials:
             return user is not None and not user.disabled
         agent = await self.store.get_agent(subject)
         return agent is not None and not agent.revoked
-
-
-async def _close(pubsub: object) -> None:
-    try:
-        await pubsub.aclose()  # type: ignore[attr-defined]
-    except Exception:  # closing a connection that is already gone
-        pass
