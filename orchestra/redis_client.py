@@ -50,6 +50,7 @@ from orchestra.redis_failover import (
     FIRST_PAUSE_S,
     PAUSE_CAP_S,
     RETRYABLE,
+    SOCKET_TIMEOUT_S,
     FailoverCluster,
     FailoverPipeline,
     cluster_nodes,
@@ -86,6 +87,7 @@ def connect(url: str, **options: Any) -> Redis:
     settings: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 10,
+        "socket_timeout": SOCKET_TIMEOUT_S,
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }

@@ -7,18 +7,23 @@ later (``cluster-node-timeout 2000``: failure detection, then the election). Her
 command or a non-transactional pipeline is tried again in rounds, with pauses, for
 `FAILOVER_BUDGET_S`; a retried command may have run already (its answer was lost):
 scripts that must not run twice are idempotent (docs/redis-cluster.md, 4.4).
+
+Its connections (`GuardedConnection`) turn a write on a connection the server just closed
+into a `ConnectionError`: redis-py 8.1 lets uvloop's ``RuntimeError`` (closed handler) or
+an ``AttributeError`` (writer already cleared) through, which no retry and no loop of ours
+catches (redis-py fixed it after 8.1: redis/redis-py#4288).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
@@ -32,6 +37,8 @@ __all__ = [
     "RETRYABLE",
     "FailoverCluster",
     "FailoverPipeline",
+    "GuardedConnection",
+    "GuardedSSLConnection",
     "cluster_nodes",
     "connect_cluster",
     "give_up",
@@ -56,6 +63,11 @@ _ROUND_RETRIES = 2
 # MaxConnectionsError or an AuthenticationError is a ConnectionError that no retry mends).
 RETRYABLE = RedisCluster.ERRORS_ALLOW_RETRY
 
+#: A server that stops answering (paused, cut off) is given up after this long, and the
+#: command tried again (on a cluster, maybe on the replica promoted meanwhile): without it
+#: a command would wait on a silent connection for ever. Longer than any blocking read here.
+SOCKET_TIMEOUT_S = 10.0
+
 
 def give_up(exc: Exception) -> NoReturn:
     """Raise `exc`, the last error of a command tried to the end of its budget; a slot
@@ -64,6 +76,39 @@ def give_up(exc: Exception) -> NoReturn:
     if isinstance(exc, SlotNotCoveredError):
         raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
     raise exc
+
+
+class _WriteGuard:
+    """A write on a transport that is closed or closing is a `ConnectionError` (the
+    server closed the connection), as redis-py answers a failed write otherwise."""
+
+    _writer: asyncio.StreamWriter | None
+
+    async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise RedisConnectionError("Connection closed by server.")
+        try:
+            writer.writelines(command)
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            if writer.transport.is_closing():
+                raise RedisConnectionError(f"Connection lost while writing: {exc}") from exc
+            raise
+        await writer.drain()
+
+
+class GuardedConnection(_WriteGuard, Connection):
+    pass
+
+
+class GuardedSSLConnection(_WriteGuard, SSLConnection):
+    pass
+
+
+_GUARDED: dict[type[Connection], type[Connection]] = {
+    Connection: GuardedConnection,
+    SSLConnection: GuardedSSLConnection,
+}
 
 
 class FailoverCluster(RedisCluster):
@@ -79,6 +124,17 @@ class FailoverCluster(RedisCluster):
     """
 
     failover_budget_s: float = FAILOVER_BUDGET_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py picks the connection class itself: swap in the guarded one, for the
+        # nodes it knows (none is connected yet) and those it will discover (they are
+        # made from the same `connection_kwargs`).
+        kind = self.connection_kwargs.get("connection_class", Connection)
+        guarded = _GUARDED.get(kind, kind)
+        self.connection_kwargs["connection_class"] = guarded
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = guarded
 
     async def initialize(
         self,
@@ -201,6 +257,7 @@ def connect_cluster(url: str, **options: Any) -> FailoverCluster:
     settings: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 10,
+        "socket_timeout": SOCKET_TIMEOUT_S,
         # Only its count is used by redis-py 8.1's cluster client (tries within a round).
         "retry": Retry(NoBackoff(), retries=_ROUND_RETRIES),
     }
