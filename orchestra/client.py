@@ -362,13 +362,19 @@ class Client:
                 continue
             self._online()
             try:
-                await self.request("user:sync", {})
+                # Sent again on CONN_001 (Redis failing over), as the joins are.
+                await self.request("user:sync", {}, repeat=True)
                 for session_id in list(self._last):
                     if session_id not in self._catching_up:
                         await self.join(session_id)
             except OrchestraError as exc:
-                # The new connection failed us too; its drop starts the next round.
-                log.info("resuming on %s failed: %s", self.url, exc)
+                # Not resumed: go round again, or the sessions stay unwatched for good (a
+                # drop while this task runs starts no other round).
+                log.info("resuming on %s failed: %s; connecting again", self.url, exc)
+                self.state = "reconnecting"
+                await self._sio.disconnect()
+                delay_s = min(delay_s * 2, self.max_delay_s)
+                continue
             return
 
 

@@ -12,13 +12,34 @@
 -- ['C', k, command, arg...] or ['O', k, outbox, event, data, agentId] as in turn_commit.lua
 -- (key indexes into KEYS).
 -- Returns {last id delivered, commands, errors}: commands the {entry id, commandId} of each
--- agent command delivered now, errors the messages of writes Redis refused (the entry
--- counts as delivered all the same, as in a commit).
+-- agent command delivered now, and of each one skipped as delivered before that is still
+-- in its outbox (unacknowledged: the forwarder that delivered it may have died before its
+-- push, so it is pushed again; the agent takes a commandId once), errors the messages of
+-- writes Redis refused (the entry counts as delivered all the same, as in a commit).
 local function before_or_at(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as <= bs)
+end
+
+-- The commandId of an agent command still waiting in `outbox` (among its newest entries;
+-- an older one is left to the gateway's resend sweep), or nil.
+local function waiting(outbox, event, data)
+  for _, item in ipairs(redis.call('XREVRANGE', outbox, '+', '-', 'COUNT', 100)) do
+    local fields, found_event, found_data = item[2], nil, nil
+    for i = 1, #fields, 2 do
+      if fields[i] == 'event' then
+        found_event = fields[i + 1]
+      elseif fields[i] == 'data' then
+        found_data = fields[i + 1]
+      end
+    end
+    if found_event == event and found_data == data then
+      return tonumber(string.match(item[1], '^0%-(%d+)$'))
+    end
+  end
+  return nil
 end
 
 local mark = redis.call('HGET', KEYS[1], ARGV[1]) or '0-0'
@@ -43,6 +64,11 @@ for _, entry in ipairs(cjson.decode(ARGV[3])) do
       errors[#errors + 1] = reply.err
     end
     mark = id
+  elseif write[1] == 'O' then
+    local command_id = waiting(KEYS[tonumber(write[3])], write[4], write[5])
+    if command_id then
+      commands[#commands + 1] = {id, command_id}
+    end
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], mark)

@@ -1,6 +1,9 @@
 """Ten agents stream output to fifty watchers through three gateway nodes while a random
 node is SIGKILLed every few seconds (issue 4, DESIGN.md §4): every watcher gets every line
-once and in order, every input typed reaches its worker once, and every task ends."""
+once and in order, every input typed reaches its worker once, and every task ends.
+
+`run_sessions_under_kills` is the whole scenario; other chaos tests run it with a disruption
+of their own beside the node kills (test_sessions_under_master_kill.py kills Redis masters)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import itertools
 import random
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +100,31 @@ class Watcher:
         return any(e == "task:result" for e, _ in self.events)
 
 
+@dataclass
+class SessionsRun:
+    """What a disruption running beside the node kills may look at: the gateways by name
+    (replaced in place as they restart), each task's session, the gateways' urls."""
+
+    deployment: Deployment
+    nodes: dict[str, Gateway]
+    tasks: dict[str, str]  # task -> session
+    urls: list[str]
+
+
+Disruption = Callable[[SessionsRun], Awaitable[None]]
+
+
 async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
     deployment: Deployment, tmp_path: Path
 ) -> None:
+    await run_sessions_under_kills(deployment, tmp_path)
+
+
+async def run_sessions_under_kills(
+    deployment: Deployment, tmp_path: Path, extra_disruption: Disruption | None = None
+) -> SessionsRun:
+    """The scenario and its checks; `extra_disruption` runs beside the node kills, and the
+    workers print until both are done. What it ran on, returned for more checks."""
     deployment.extra_env["ORCHESTRA_LEASE_TTL_S"] = "3"
     await deployment.create_user("alice", PASSWORD)
     nodes: dict[str, Gateway] = {}
@@ -133,6 +159,7 @@ async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
                 working_directory=str(tmp_path),
             )  # fmt: skip
             tasks[started["taskId"]] = started["sessionId"]
+        run = SessionsRun(deployment, nodes, tasks, urls)
         for session_id in tasks.values():
             for _ in range(WATCHERS_PER_SESSION):
                 client = await connected(rng.sample(urls, len(urls)))
@@ -160,22 +187,30 @@ async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
                 sent[task_id].append(text)
                 await asyncio.sleep(INPUT_EVERY_S)
 
-        async def killer() -> None:
+        async def node_kills() -> None:
             for _ in range(MIN_KILLS):
                 await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
                 name = rng.choice(sorted(nodes))
                 victim = nodes[name]
                 victim.kill()  # SIGKILL: no goodbye to anyone
                 nodes[name] = await deployment.start_gateway(name, port=victim.port)
+
+        async def killer() -> None:
+            extra = [] if extra_disruption is None else [extra_disruption(run)]
+            await asyncio.gather(node_kills(), *extra)
             # A little more output after the last restart, then the workers stop printing.
             await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
             for task_id in tasks:
                 await driver.send_input(task_id, "enough")
                 sent[task_id].append("enough")
 
-        await asyncio.wait_for(
-            asyncio.gather(killer(), *(type_inputs(t) for t in tasks)), timeout=240
-        )
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(killer(), *(type_inputs(t) for t in tasks)), timeout=240
+            )
+        except TimeoutError as exc:
+            exc.add_note("watchers still waiting for `printed`:\n" + _waiting(watchers))
+            raise
         for task_id in tasks:
             await driver.send_input(task_id, "quit")
         await wait_for(
@@ -202,6 +237,17 @@ async def test_every_watcher_gets_every_line_once_while_nodes_are_killed(
                 watcher.reader.cancel()
         for client in clients:
             await client.close()
+    return run
+
+
+def _waiting(watchers: list[Watcher]) -> str:
+    """Who has not seen its worker's `printed` yet: its session, gateway, state, last line."""
+    return "\n".join(
+        f"session {w.session_id[:8]} on {w.client.url} ({w.client.state}): "
+        f"{len(w.lines())} lines, the last {(w.lines() or [{}])[-1].get('seq')}"
+        for w in watchers
+        if w.printed() is None
+    )
 
 
 def _check_watcher(watcher: Watcher, task_id: str, typed: list[str]) -> None:

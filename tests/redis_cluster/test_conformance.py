@@ -107,7 +107,7 @@ def test_cluster_urls_name_their_nodes_credentials_and_options() -> None:
     kwargs = made.connection_kwargs
     assert (kwargs["username"], kwargs["password"]) == ("us:er", "p@ss")
     assert kwargs["socket_timeout"] == 2.5 and kwargs["decode_responses"] is True
-    assert made.startup_nodes[0].connection_class.__name__ == "SSLConnection"
+    assert made.startup_nodes[0].connection_class.__name__ == "GuardedSSLConnection"
     with pytest.raises(ValueError, match="database 0"):
         connect("redis+cluster://h1:7000/3")
     single = connect("redis://127.0.0.1:1/0")
