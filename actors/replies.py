@@ -86,6 +86,11 @@ class ReplyInbox:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 1.0)
                 continue
+            except Exception:  # a bug must not leave every ask of this node unanswered
+                log.exception("reading ask replies failed, retrying")
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 1.0)
+                continue
             for raw in ([first[1]] if first else []) + list(rest or []):
                 self._deliver(text(raw))
 

@@ -259,8 +259,10 @@ class ActorSystem:
         try:
             await self._consume(runner, forwarder, home)
         finally:
-            await runner.close()
-            await cancel_and_wait(forwarding)
+            try:
+                await runner.close()
+            finally:  # (a second cancel may cut the close short)
+                await cancel_and_wait(forwarding)
 
     async def _consume(self, runner: BatchRunner, forwarder: Forwarder, home: Home) -> None:
         partition, stream = home.partition, home.mailbox

@@ -229,7 +229,10 @@ async def verify_agent_handshake(
         raise AuthenticationFailed("bad signature")
     # Only a correctly signed nonce is recorded, so nobody can burn an agent's nonces.
     window_s = int(settings.handshake_max_skew_s * 2) + 1
-    fresh = await redis.set(keys.nonce(agent_id, nonce), "1", nx=True, ex=window_s)
-    if not fresh:
+    # Marked with a token of this handshake: a SET retried after a lost answer (the first
+    # one ran: a master's failover, a dropped connection) finds its own mark, not a replay.
+    mark = secrets.token_hex(8)
+    key = keys.nonce(agent_id, nonce)
+    if not await redis.set(key, mark, nx=True, ex=window_s) and await redis.get(key) != mark:
         raise AuthenticationFailed("nonce already used")
     return agent_id, version

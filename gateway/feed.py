@@ -157,6 +157,13 @@ class SessionFeed:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)
                 continue
+            except Exception:
+                # A bug (or a client library's surprise) must not silence the session on
+                # this node for good: say so and read again.
+                log.exception("feed of session %s failed; retrying in %.1f s", session_id, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
             if not events:
                 continue
             lock = self._locks.get(session_id)
