@@ -17,27 +17,22 @@ import time
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from gateway.lua_source import lua_source
 from orchestra import keys
 from orchestra.errors import RateLimited
 from orchestra.settings import Settings
 
+
 # One failure on one count, with the count's expiry, at once (a count left without an
 # expiry would refuse its account for good). One key a call: the account's and the
 # address's counts sit in different slots of a Redis Cluster.
-_COUNT_FAILURE = """
-local count = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return count
-"""
-
-
 class LoginLimiter:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.max_per_account = settings.login_max_failures_per_account
         self.max_per_address = settings.login_max_failures_per_address
         self.window_s = settings.login_failure_window_s
-        self._count_failure: AsyncScript = redis.register_script(_COUNT_FAILURE)
+        self._count_failure: AsyncScript = redis.register_script(lua_source("count_in_window"))
 
     async def check(self, username: str, address: str) -> None:
         """RATE_001 when the account or the address failed too often in this window."""

@@ -1,8 +1,7 @@
 """Requests per user per window (the original design's 100 a minute), shared by all nodes.
 
-A fixed window counted in Redis: one INCR and one EXPIRE per request, in one transaction.
-(Not EXPIRE NX: the embedded Redis of `orchestra up` is 6.2, which lacks it; a key is
-one window's, so renewing its expiry only keeps it a second past the window's end.)
+A fixed window counted in Redis: one INCR and one EXPIRE per request, in one script call
+on one key (`lua/count_in_window.lua`).
 Applied to users' socket requests and REST calls. Agents are limited by `AgentRateLimiter`
 instead: a token bucket per agent in the memory of the node the agent is connected to
 (an agent is connected to one node at a time), since output arrives thousands of events
@@ -16,7 +15,9 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
+from gateway.lua_source import lua_source
 from orchestra import keys
 from orchestra.errors import RateLimited
 from orchestra.settings import Settings
@@ -27,15 +28,13 @@ class RateLimiter:
         self.redis = redis
         self.limit = settings.rate_limit_requests
         self.window_s = settings.rate_limit_window_s
+        self._count: AsyncScript = redis.register_script(lua_source("count_in_window"))
 
     async def check(self, who: str) -> None:
         """Count one request of `who`; RATE_001 once over the limit in this window."""
         window = int(time.time() // self.window_s)
         key = keys.rate_limit(who, window)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, int(self.window_s) + 1)
-            count, _ = await pipe.execute()
+        count = await self._count(keys=[key], args=[int(self.window_s) + 1])
         if int(count) > self.limit:
             retry_s = self.window_s - (time.time() % self.window_s)
             raise RateLimited(

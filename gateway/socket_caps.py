@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import cache
-from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from gateway.lua_source import lua_source
 from gateway.outlet import AGENT, WEB
 from gateway.sockets.base import ConnectionRefused
 from orchestra import keys
@@ -33,11 +32,6 @@ log = logging.getLogger(__name__)
 
 # Whose slots a socket of each namespace takes.
 _KINDS = {WEB: "user", AGENT: "agent"}
-
-
-@cache
-def _source(name: str) -> str:
-    return resources.files("gateway").joinpath("lua", f"{name}.lua").read_text()
 
 
 async def free_slots_of(redis: Redis, node_id: str) -> int:
@@ -70,7 +64,7 @@ class SocketCaps:
         self.refresh_every_s = settings.socket_slot_ttl_s / 3
         self._alive = alive
         self._held: dict[tuple[str, str], str] = {}  # (namespace, sid) -> slot set
-        self._claim: AsyncScript = redis.register_script(_source("socket_claim"))
+        self._claim: AsyncScript = redis.register_script(lua_source("socket_claim"))
 
     def _member(self, sid: str) -> str:
         return f"{self.node_id}:{sid}"

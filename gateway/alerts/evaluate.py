@@ -25,8 +25,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,6 +35,7 @@ from actors.values import strings, text
 from gateway.alerts import facts, rules
 from gateway.alerts.rules import RULES, Condition
 from gateway.alerts.tally import window_counts
+from gateway.lua_source import lua_source
 from orchestra import keys
 from orchestra.codec import format_timestamp, new_id
 from orchestra.db import Store, StoreError
@@ -50,11 +49,6 @@ log = logging.getLogger(__name__)
 FIRING, RESOLVED = "alert.firing", "alert.resolved"
 
 Found = dict[str, list[Condition]]
-
-
-@cache
-def _source(name: str) -> str:
-    return resources.files("gateway").joinpath("lua", f"{name}.lua").read_text()
 
 
 def event_data(alert: dict[str, Any], status: str, resolved_at: str | None = None) -> str:
@@ -79,8 +73,8 @@ class AlertEvaluator:
         self._redis = redis
         self._store = store
         self._settings = settings
-        self._fire: AsyncScript = redis.register_script(_source("alert_fire"))
-        self._resolve: AsyncScript = redis.register_script(_source("alert_resolve"))
+        self._fire: AsyncScript = redis.register_script(lua_source("alert_fire"))
+        self._resolve: AsyncScript = redis.register_script(lua_source("alert_resolve"))
 
     async def evaluate(self) -> None:
         """One run (the leader's job)."""
