@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from redis.asyncio import Redis
 
 from benchmarks._processes import orchestra_deployment, spawned, start_module
 from orchestra import keys
+from orchestra.redis_client import connect
 from orchestra.redis_server import free_port
 from tests.support.processes import Process, http, wait_for
 
@@ -120,7 +120,7 @@ async def orchestra_server(
         if per_user > DEFAULT_SOCKETS_PER_USER:  # the cap must not bite
             deployment.extra_env["ORCHESTRA_MAX_SOCKETS_PER_USER"] = str(per_user + 100)
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-        client = Redis.from_url(redis.url, decode_responses=True)
+        client = connect(redis.url)
         try:
             names = [f"idle-{n}" for n in range(users)]
             async with deployment.store() as store:

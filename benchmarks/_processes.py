@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,11 +70,18 @@ async def orchestra_deployment(
     and SQLite (`<root>/o.db`). The logs of the deployment's processes go to standard
     error when something fails; they are all stopped on the way out."""
     async with RedisServer(data_dir=root / "redis", appendonly=appendonly) as redis:
-        deployment = Deployment(folder, redis.url, f"sqlite+aiosqlite:///{root}/o.db")
-        try:
-            yield redis, deployment
-        except BaseException:
-            print(deployment.logs(), file=sys.stderr)
-            raise
-        finally:
-            deployment.stop_all()
+        with logged(Deployment(folder, redis.url, f"sqlite+aiosqlite:///{root}/o.db")) as made:
+            yield redis, made
+
+
+@contextmanager
+def logged(deployment: Deployment) -> Iterator[Deployment]:
+    """`deployment`, its processes' logs printed to standard error when something fails,
+    every process stopped on the way out."""
+    try:
+        yield deployment
+    except BaseException:
+        print(deployment.logs(), file=sys.stderr)
+        raise
+    finally:
+        deployment.stop_all()

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from benchmarks._processes import open_log
+from benchmarks._redis import RedisUsage, RunningRedis
 
 
 def worker_command(lines: int, line_bytes: int, rate: float) -> list[str]:
@@ -69,6 +70,8 @@ class Run:
     frames: int
     cpu_pct: dict[str, float]
     """CPU each process used while the run lasted, in % of one core."""
+    redis: RedisUsage | None = None
+    """What each Redis server did while the run lasted (`Side.redis`)."""
 
     @property
     def rate(self) -> float:
@@ -96,17 +99,25 @@ class Side:
     new_sessions: Callable[[str, int], Awaitable[list[str]]]
     start_worker: Callable[[str, list[str]], Awaitable[float]]
     """Starts one worker in a session; the time its `worker:start` was acknowledged."""
-    processes: dict[str, psutil.Process]
-    """Its processes by role (`server`, `sender`, `Redis`), for their CPU time."""
+    processes: dict[str, psutil.Process | list[psutil.Process]]
+    """Its processes by role (`server`, `sender`, `Redis`), for their CPU time (a role's
+    processes added up)."""
     drops: Callable[[], int] = lambda: 0
     """Times the producer's (the agent's) connection has dropped so far."""
     runs: dict[str, list[Run]] = field(default_factory=dict)
+    watch_urls: list[str] = field(default_factory=list)
+    """Where the watchers connect, in turn (starting with the second: the first is where
+    the agent is); empty: `url`."""
+    redis: RunningRedis | None = None
+    """Its Redis, whose servers' commands and CPU each run reads."""
 
     def cpu(self) -> dict[str, float]:
         used: dict[str, float] = {}
-        for role, process in self.processes.items():
-            times = process.cpu_times()
-            used[role] = times.user + times.system
+        for role, processes in self.processes.items():
+            used[role] = 0.0
+            for process in processes if isinstance(processes, list) else [processes]:
+                times = process.cpu_times()
+                used[role] += times.user + times.system
         return used
 
 
@@ -192,14 +203,22 @@ class WatcherGroup:
 async def run_once(side: Side, label: str, shape: Shape, argv: list[str], procs: int) -> Run:
     """Start one run of `shape` on `side`; wait for it; check what every watcher got."""
     sessions = await side.new_sessions(label, shape.sessions)
-    watchers = [{"sessionId": s, "lines": shape.lines} for s in sessions] * shape.watchers
+    urls = side.watch_urls or [side.url]
+    watchers = [
+        {"sessionId": s, "lines": shape.lines, "url": urls[(n + 1) % len(urls)]}
+        for n, s in enumerate(sessions * shape.watchers)
+    ]
     group = WatcherGroup(side, watchers, procs)
+    usage = None
     try:
         await group.start()
+        before = await side.redis.snapshot() if side.redis else None
         cpu_before, began = side.cpu(), time.time()
         acks = await asyncio.gather(*(side.start_worker(s, argv) for s in sessions))
         records, watcher_cpu_s = await group.results()
         cpu_after, ended = side.cpu(), time.time()
+        if side.redis and before:
+            usage = await side.redis.since(before)
     finally:
         await group.close()
     errors = [r["error"] for r in records if r["error"]]
@@ -223,4 +242,5 @@ async def run_once(side: Side, label: str, shape: Shape, argv: list[str], procs:
         framed_lines=sum(r["framedLines"] for r in records),
         frames=sum(r["frames"] for r in records),
         cpu_pct=cpu_pct,
+        redis=usage,
     )

@@ -16,7 +16,8 @@ from typing import Any
 import psutil
 import socketio
 
-from benchmarks._processes import orchestra_deployment, spawned
+from benchmarks._processes import spawned
+from benchmarks._redis import SINGLE, RedisConfig, redis_deployment, wait_spread
 from benchmarks._throughput_runs import Side
 from orchestra.redis_server import free_port
 from tests.support.processes import http, wait_for
@@ -28,10 +29,14 @@ RELAY = "benchmarks._relay"
 
 
 @asynccontextmanager
-async def orchestra_side(root: Path, args: argparse.Namespace) -> AsyncIterator[Side]:
-    """Redis, SQLite, one gateway, one agent daemon and a control client of its owner."""
+async def orchestra_side(
+    root: Path, args: argparse.Namespace, config: RedisConfig = SINGLE
+) -> AsyncIterator[Side]:
+    """Redis (`config`), SQLite, `args.gateways` gateways, one agent daemon and a control
+    client of its owner, both on the first gateway (watchers go to the others first)."""
     # Redis keeps its append-only file (everysec), as in docker-compose.yml.
-    async with orchestra_deployment(root, root / "orchestra") as (redis, deployment):
+    deployed = redis_deployment(config, root, root / "orchestra")
+    async with deployed as (redis, deployment):
         # The agent's event rate limit (2,000/s sustained by default) is a policy, not a
         # capacity: out of the way here, as the per-user request limit is.
         deployment.extra_env |= {
@@ -46,6 +51,11 @@ async def orchestra_side(root: Path, args: argparse.Namespace) -> AsyncIterator[
             await deployment.create_user("bench", PASSWORD)
             agent_id, secret_file = await deployment.create_agent("bench-agent", owner="bench")
             gateway = await deployment.start_gateway("throughput")
+            gateways = [gateway]
+            for n in range(1, args.gateways):
+                gateways.append(await deployment.start_gateway(f"throughput{n}"))
+            if args.gateways > 1:
+                await wait_spread(redis.url, args.gateways, deployment.partitions)
             concurrency = str(max(4, args.sessions))
             agent = deployment.start_agent(
                 agent_id,
@@ -96,7 +106,7 @@ async def orchestra_side(root: Path, args: argparse.Namespace) -> AsyncIterator[
             if args.compression != "none":
                 auth["compression"] = [args.compression]
             yield Side(
-                "Orchestra",
+                "Orchestra" if args.redis is None else f"Orchestra, {config.label}",
                 gateway.url,
                 auth,
                 batch,
@@ -104,11 +114,13 @@ async def orchestra_side(root: Path, args: argparse.Namespace) -> AsyncIterator[
                 new_sessions,
                 start_worker,
                 {
-                    "server": psutil.Process(gateway.popen.pid),
+                    "server": [psutil.Process(g.popen.pid) for g in gateways],
                     "sender": psutil.Process(agent.popen.pid),
-                    "Redis": psutil.Process(redis.pid),
+                    "Redis": redis.processes,
                 },
                 lambda: agent.log().count("disconnected from"),
+                watch_urls=[g.url for g in gateways] if len(gateways) > 1 else [],
+                redis=redis,
             )
         finally:
             if control.connected:

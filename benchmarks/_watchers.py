@@ -6,7 +6,7 @@ The driver writes SPEC, a JSON object:
 
     {"url": ..., "auth": {...} | null, "batch": "auto" | "on" | "off", "timeoutS": float,
      "out": path,
-     "watchers": [{"sessionId": ..., "lines": N}, ...]}
+     "watchers": [{"sessionId": ..., "lines": N, "url": ... (optional)}, ...]}
 
 Each watcher is one python-socketio AsyncClient on `/web` (websocket transport). All of
 them connect and join their session (`session:join`, with `batch: true` unless `batch`
@@ -191,7 +191,10 @@ async def watch(spec: dict[str, Any]) -> None:
     """Connect, join, say `ready`, wait for the run to end, write what every watcher saw
     and say `done`."""
     watchers = [Watcher(w["sessionId"], int(w["lines"])) for w in spec["watchers"]]
-    await asyncio.gather(*(w.connect(spec["url"], spec.get("auth")) for w in watchers))
+    urls = [w.get("url") or spec["url"] for w in spec["watchers"]]
+    await asyncio.gather(
+        *(w.connect(url, spec.get("auth")) for w, url in zip(watchers, urls, strict=True))
+    )
     await asyncio.gather(*(w.join(spec.get("batch", "off")) for w in watchers))
     cpu_ready = time.process_time()
     print("ready", flush=True)

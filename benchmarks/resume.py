@@ -22,10 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from actors import streams
 from orchestra import keys
+from orchestra.redis_client import connect
 from orchestra.redis_server import RedisServer
 from tests.support.processes import Deployment, http, wait_for
 from tests.support.web import WebClient, login
@@ -50,16 +49,15 @@ async def main() -> None:
             )
             assert status == 201, body
             sid = body["session"]["id"]
-            client = Redis.from_url(redis.url, decode_responses=True)
+            client = connect(redis.url)
+            stream = keys.session_events(sid, deployment.partitions)
             pipe = client.pipeline(transaction=False)
             for n in range(1, args.events + 1):
                 data = {"sessionId": sid, "taskId": "t", "agentId": "a", "seq": n,
                         "type": "stdout", "data": f"line {n} " + "x" * 60}  # fmt: skip
-                pipe.xadd(
-                    keys.session_events(sid), {"event": "task:stream", "data": json.dumps(data)}
-                )
+                pipe.xadd(stream, {"event": "task:stream", "data": json.dumps(data)})
             await pipe.execute()
-            first = (await streams.xrange(client, keys.session_events(sid), count=1))[0][0]
+            first = (await streams.xrange(client, stream, count=1))[0][0]
             acks: dict[str, list[float]] = {mode: [] for mode in MODES}
             totals: dict[str, list[float]] = {mode: [] for mode in MODES}
             for _ in range(args.runs):

@@ -1,6 +1,7 @@
 """Output lines per second end to end, Orchestra with persistence beside a bare relay.
 
     python -m benchmarks.throughput [--shape 1|10w|20s|all] [--lines 20000] [--runs 3]
+    python -m benchmarks.throughput --redis both [--gateways 3] --paced-rate 0 ...
 
 1. Orchestra: one gateway node (a real `orchestra gateway` process), a real `orchestra
    agent` daemon, Redis with its append-only file (`everysec`, as in docker-compose.yml)
@@ -42,6 +43,13 @@ must deliver seq 1..N once each and in order at every watcher, each seq carrying
 line, or the benchmark fails. Both sides stay up throughout and take turns, run after
 run (the order swapping every run), so both see the same machine; figures are medians
 of `--runs` runs, after a small warm-up run each.
+
+`--redis single|cluster|both` (`benchmarks/_redis.py`): an Orchestra side for each Redis
+configuration named (one Redis; a Redis Cluster of three masters and three replicas with
+`ORCHESTRA_REDIS_WAIT_REPLICAS` 0, and with 1), each with `--gateways` (3) gateways, all
+up at once and taking turns with the relay. The agent is on a side's first gateway, the
+watchers on the others first, in turn. Each run also reads every Redis server's commands
+and CPU (`INFO commandstats`, `INFO cpu`), reported per line with the spread of the runs.
 """
 
 from __future__ import annotations
@@ -49,12 +57,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
 import statistics
 import tempfile
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from benchmarks._redis import CHOICES, SINGLE, configs
+from benchmarks._redis_report import report_throughput
 from benchmarks._report import percentile, print_table
 from benchmarks._throughput_runs import Run, Shape, Side, run_once, worker_command
 from benchmarks._throughput_sides import orchestra_side, relay_side
@@ -114,7 +125,7 @@ def cpu_rows() -> list[Row]:
         return lambda run: run.cpu_pct.get(role)
 
     roles = {
-        "server": "gateway / relay process",
+        "server": "gateway(s) / relay process",
         "sender": "agent / producer process",
         "Redis": "Redis",
         "watchers": "watcher processes",
@@ -244,7 +255,16 @@ async def main() -> None:
         help="the gateway and the agent log a warning, with the stack, when their event loop "
         "is held longer than this (0: not watched)",
     )
+    parser.add_argument(
+        "--redis",
+        choices=CHOICES,
+        help="an Orchestra side per Redis configuration (see above); without it, one Redis",
+    )
+    parser.add_argument(
+        "--gateways", type=int, help="gateway processes of each Orchestra side (1; 3 with --redis)"
+    )
     args = parser.parse_args()
+    args.gateways = args.gateways or (3 if args.redis else 1)
     if args.line_bytes < 32:
         parser.error("--line-bytes must leave room for the seq and the time stamp (32 or more)")
     keys = ["1", "10w", "20s"] if args.shape == "all" else [args.shape]
@@ -260,9 +280,14 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="orchestra-throughput-"))
     print(f"load average before: {os.getloadavg()[0]:.2f}; logs in {root}", flush=True)
     async with AsyncExitStack() as stack:
-        orchestra = await stack.enter_async_context(orchestra_side(root, args))
+        orchestras = [
+            await stack.enter_async_context(
+                orchestra_side(root / config.key if args.redis else root, args, config)
+            )
+            for config in (configs(args.redis) if args.redis else [SINGLE])
+        ]
         relay = await stack.enter_async_context(relay_side(root / "relay"))
-        sides = [orchestra, relay]
+        sides = [*orchestras, relay]
         for key, shape in shapes.items():
             print(f"{shape.title}:", flush=True)
             argv = worker_command(shape.lines, args.line_bytes, 0)
@@ -271,7 +296,11 @@ async def main() -> None:
                 await paced(sides, args)
         for side in sides:
             check_batch(side)
+    raw = pickle.dumps({side.name: side.runs for side in sides})  # the runs, kept
+    (root / "runs.pickle").write_bytes(raw)
     report(sides, shapes, args)
+    if args.redis:
+        report_throughput(sides, shapes)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
