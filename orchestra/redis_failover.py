@@ -136,6 +136,21 @@ class FailoverCluster(RedisCluster):
         for node in self.nodes_manager.startup_nodes.values():
             node.connection_class = guarded
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        """redis-py's, but the slot of XREAD and XREADGROUP is read off their arguments
+        (the keys follow STREAMS, then as many ids): redis-py asks the server for the keys
+        of these "movable keys" commands, two COMMAND GETKEYS round trips before every
+        read of a session feed or an idle partition."""
+        if command.upper() in ("XREAD", "XREADGROUP"):
+            words = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+            upper = [w.upper() for w in words]
+            if "STREAMS" in upper:
+                rest = words[upper.index("STREAMS") + 1 :]
+                slots = {self.keyslot(key) for key in rest[: len(rest) // 2]}
+                if len(slots) == 1:
+                    return slots.pop()
+        return await super()._determine_slot(command, *args)
+
     async def initialize(
         self,
         additional_startup_nodes_info: list[tuple[str, int]] | None = None,

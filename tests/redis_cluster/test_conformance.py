@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException
 
+from actors import streams
 from actors.actor import ActorEnv
 from actors.barrier import GuardedCluster, GuardedRedis, guarded_env
 from actors.notifications import notification_fields
@@ -389,3 +390,31 @@ async def test_commands_issued_after_a_master_dies_wait_for_its_replica(tmp_path
         assert await cluster.replicas_of(promoted) == [dead]
         assert await client.get("{f}:b") == "2"
         await client.aclose()
+
+
+async def test_stream_reads_go_to_their_slot_without_asking_the_server_for_keys(
+    on_cluster: Redis, cluster: RedisClusterHarness
+) -> None:
+    """XREAD and XREADGROUP (a session feed's tail, an idle partition's wait) are routed by
+    their STREAMS arguments: no COMMAND GETKEYS round trip before each."""
+    stream, session = keys.session_events("s1", 16), keys.session("s1", 16)
+    await streams.xadd(on_cluster, stream, {"event": "e", "data": "{}"})
+    await on_cluster.xgroup_create(stream, "g", id="0")
+
+    async def getkeys_calls() -> int:
+        total = 0
+        for port in await cluster.masters():
+            direct = connect(f"redis://127.0.0.1:{port}/0")
+            stats = await direct.info("commandstats")
+            total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+            await direct.aclose()
+        return total
+
+    before = await getkeys_calls()
+    for _ in range(3):
+        assert len(await streams.xread(on_cluster, stream, "0", 10, 0)) == 1
+        found, _ = await streams.xread_then_field(on_cluster, stream, "0", 10, 0, session, "x")
+        assert len(found) == 1
+        assert len(await streams.xread_streams(on_cluster, {stream: "0"}, 10, 0)) == 1
+    assert await on_cluster.xreadgroup("g", "c", {stream: ">"}, count=10)
+    assert await getkeys_calls() == before
