@@ -29,7 +29,9 @@ _SCAN = 200  # queued tasks looked at per kick
 _PENDING_S = 30.0  # how long an assignment counts as load before the agent's state shows it
 _RETRY_KICK_S = 5.0
 # What a kick reads of each queued task.
-_TASK_FIELDS = ["status", "ownerId", "rejectedBy", "tool", "requiredCapabilities", "strategy"]
+_TASK_FIELDS = [
+    "status", "ownerId", "rejectedBy", "tool", "requiredCapabilities", "strategy", "attempts"
+]  # fmt: skip
 
 
 @dataclass
@@ -79,7 +81,7 @@ class DispatcherActor(Actor):
             chosen = pick.choose(candidates, cursor=cursor, rng=rng)
             cursor += 1
             turn.tell(task_address(sid, tid), "assign", {"agentId": chosen.id})
-            pending[member] = [chosen.id, now]
+            pending[member] = [chosen.id, now, int(task.get("attempts") or 0)]
             agent = agents[chosen.id]
             agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
         turn.set(cursor=cursor, pending=pending)
@@ -113,7 +115,7 @@ class DispatcherActor(Actor):
             for key in task_keys:
                 pipe.hmget(key, _TASK_FIELDS)
             for key in pending_keys:
-                pipe.hget(key, "status")
+                pipe.hmget(key, ["status", "attempts"])
             replies = await pipe.execute()
         agent_states = [decode_state(strings(raw)) for raw in replies[: len(agent_keys)]]
         task_replies = replies[len(agent_keys) : len(agent_keys) + len(task_keys)]
@@ -128,28 +130,32 @@ class DispatcherActor(Actor):
             agent_states,
             queued,
             tasks,
-            {m: None if v is None else text(v) for m, v in zip(pending, statuses, strict=True)},
+            {m: _progress(v) for m, v in zip(pending, statuses, strict=True)},
         )
 
     def _count_pending(
         self,
         turn: Turn,
         agents: dict[str, _Agent],
-        statuses: dict[str, str | None],
+        statuses: dict[str, tuple[str | None, int]],
         now: float,
     ) -> dict[str, list[Any]]:
         """Assignments the agents' states do not show yet count as load, so that quick
         kicks in a row do not hand one free slot out twice. One stops counting once the
-        agent lists the task, or the task has moved on (assigned elsewhere, or ended)."""
+        agent lists the task, or the task has moved on: assigned elsewhere, ended, or
+        queued again after that attempt (its `attempts` says which one it is at: still
+        queued with the count it had when assigned, the assignment is on its way)."""
         pending: dict[str, list[Any]] = {}
-        for member, (agent_id, at) in (turn.state.get("pending") or {}).items():
+        for member, (agent_id, at, *seen) in (turn.state.get("pending") or {}).items():
             agent = agents.get(agent_id)
             _, tid = _split(member)
             if agent is None or tid in agent.running or now - float(at) > _PENDING_S:
                 continue
-            if statuses.get(member) not in ('"queued"', '"assigned"'):
+            status, attempts = statuses.get(member, (None, 0))
+            before = int(seen[0]) if seen else attempts - (status == '"assigned"')
+            if (status, attempts) not in (('"queued"', before), ('"assigned"', before + 1)):
                 continue
-            pending[member] = [agent_id, at]
+            pending[member] = [agent_id, at, before]
             agent.snapshot = replace(agent.snapshot, running=agent.snapshot.running + 1)
         return pending
 
@@ -161,7 +167,7 @@ class _Seen:
     agent_states: list[dict[str, Any]]
     queued: list[tuple[str, str]]  # (priority, "<sid>/<tid>") in queue order
     tasks: list[dict[str, Any]]  # the queued tasks' `_TASK_FIELDS`, in the same order
-    pending_status: dict[str, str | None]  # a pending member -> its raw status field
+    pending_status: dict[str, tuple[str | None, int]]  # a pending member -> raw status, attempts
 
     def agents(self, now: float) -> dict[str, _Agent]:
         found: dict[str, _Agent] = {}
@@ -173,6 +179,12 @@ class _Seen:
                     set(state.get("running") or ()),
                 )
         return found
+
+
+def _progress(values: Any) -> tuple[str | None, int]:
+    """A task's raw `status` field and its `attempts`, as HMGET gives them."""
+    status, attempts = values
+    return (None if status is None else text(status)), int(text(attempts) if attempts else 0)
 
 
 def _split(member: str) -> tuple[str, str]:

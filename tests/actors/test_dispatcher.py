@@ -130,6 +130,11 @@ async def test_a_rejected_task_goes_to_the_next_agent(system: ActorSystem) -> No
     assert state["attempts"] == 2
 
 
+async def _agent_runs_none(system: ActorSystem, aid: str) -> bool:
+    state = await load_state(system.redis, agent_address(aid), system.partitions)
+    return not state.get("running")
+
+
 async def _assigned_to(system: ActorSystem, tid: str) -> str | None:
     state = await task_state(system, tid)
     return state.get("agentId") if state.get("status") == "assigned" else None
@@ -152,8 +157,14 @@ async def test_tasks_are_lost_after_their_retries_when_agents_vanish(start_node:
             what=f"the task {expected} after loss {attempt}",
         )
         if attempt == 1:
+            # The agent's actor has let the task go before the agent comes back, so that
+            # only the dispatcher's memory of the first assignment could hold it back (it
+            # must not: that attempt is over), well within its 30 s window.
+            await wait_for(
+                lambda: _agent_runs_none(system, "a1"), what="the agent's actor to let t1 go"
+            )
             await connect_agent(system, "a1")
-            await wait_for(lambda: _assigned_to(system, "t1"), what="assigned again")
+            await wait_for(lambda: _assigned_to(system, "t1"), what="assigned again", timeout_s=20)
     state = await task_state(system, "t1")
     assert state["attempts"] == 2
     assert "grace period" in state["error"]
