@@ -19,6 +19,7 @@ class Home:
         "partitions",
         "released",
         "tag",
+        "taken",
         "timers",
     )
 
@@ -30,6 +31,7 @@ class Home:
         self.lease = keys.lease(partition, partitions)
         self.fence = keys.lease_fence(partition, partitions)
         self.released = keys.lease_released(partition, partitions)
+        self.taken = keys.lease_taken(partition, partitions)
         self.timers = keys.timers(partition, partitions)
         self.out = keys.outgoing(partition, partitions)
 

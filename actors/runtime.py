@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -224,8 +225,8 @@ class ActorSystem:
         try:
             answer = await self._bounded(
                 self.env.scripts.lease_acquire(
-                    keys=[home.lease, home.fence, home.released],
-                    args=[self.node_id, self.lease_ttl_ms],
+                    keys=[home.lease, home.fence, home.released, home.taken],
+                    args=[self.node_id, self.lease_ttl_ms, secrets.token_hex(8)],
                 )
             )
         except RedisError as exc:

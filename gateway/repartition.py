@@ -151,6 +151,7 @@ class Repartition(Migration):
         for partition in range(self.old):
             home = Home(partition, self.old)
             names += [home.mailbox, home.timers, home.lease, home.fence, home.released, home.out]
+            names.append(home.taken)
         names = [name for name in names if await self.redis.exists(name)]
         for pattern in (f"{keys.PREFIX}:{{p:*}}:mbox:commit:*", f"{keys.PREFIX}:{{*}}:inbound"):
             names += [key async for key in scan_keys(self.redis, pattern, _PAGE)]

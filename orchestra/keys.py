@@ -52,6 +52,12 @@ def lease_released(partition: int, partitions: int) -> str:
     return f"{partition_prefix(partition, partitions)}:lease:released"
 
 
+def lease_taken(partition: int, partitions: int) -> str:
+    """What the last acquire of a partition's lease took, as long as that lease lives: a
+    retried acquire finds its own (`actors/lua/lease_acquire.lua`)."""
+    return f"{partition_prefix(partition, partitions)}:lease:taken"
+
+
 def timers(partition: int, partitions: int) -> str:
     return f"{partition_prefix(partition, partitions)}:timers"
 

@@ -31,6 +31,7 @@ ON_CLUSTER_TOO = {
     "tests/actors/test_commit.py",
     "tests/actors/test_dispatcher.py",
     "tests/actors/test_trim.py",
+    "tests/actors/test_lease.py",
     "tests/jobs/test_leader.py",
     "tests/jobs/test_cleanup.py",
     "tests/e2e/test_walking_skeleton.py",
