@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -111,6 +111,28 @@ _GUARDED: dict[type[Connection], type[Connection]] = {
 }
 
 
+async def _in_rounds(
+    budget_s: float,
+    call: Callable[[], Awaitable[Any]],
+    before_again: Callable[[], None] = lambda: None,
+) -> Any:
+    """`call()`, tried again after a retryable error, pausing 0.05 s, 0.1 s, ... 0.5 s
+    between rounds, until `budget_s` after the first try (then its last error)."""
+    deadline = time.monotonic() + budget_s
+    pause_s = FIRST_PAUSE_S
+    while True:
+        try:
+            return await call()
+        except RETRYABLE as exc:
+            if type(exc) not in RETRYABLE:
+                raise
+            if time.monotonic() + pause_s > deadline:
+                give_up(exc)
+        await asyncio.sleep(pause_s)
+        pause_s = min(pause_s * 2, PAUSE_CAP_S)
+        before_again()
+
+
 class FailoverCluster(RedisCluster):
     """`RedisCluster` whose commands and pipelines keep trying through a failover.
 
@@ -169,18 +191,8 @@ class FailoverCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if "target_nodes" in kwargs and not self._is_node_flag(kwargs["target_nodes"]):
             return await super().execute_command(*args, **kwargs)
-        deadline = time.monotonic() + self.failover_budget_s
-        pause_s = FIRST_PAUSE_S
-        while True:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except RETRYABLE as exc:
-                if type(exc) not in RETRYABLE:
-                    raise
-                if time.monotonic() + pause_s > deadline:
-                    give_up(exc)
-            await asyncio.sleep(pause_s)
-            pause_s = min(pause_s * 2, PAUSE_CAP_S)
+        command = super().execute_command
+        return await _in_rounds(self.failover_budget_s, lambda: command(*args, **kwargs))
 
     def pipeline(
         self, transaction: bool | None = None, shard_hint: str | None = None
@@ -207,19 +219,15 @@ class FailoverPipeline(ClusterPipeline):
         strategy: Any = self._execution_strategy
         queued = list(strategy._command_queue)
         budget_s = getattr(self.cluster_client, "failover_budget_s", FAILOVER_BUDGET_S)
-        deadline = time.monotonic() + budget_s
-        pause_s = FIRST_PAUSE_S
-        while True:
-            try:
-                return await super().execute(raise_on_error, allow_redirections)
-            except RETRYABLE as exc:
-                if type(exc) not in RETRYABLE:
-                    raise
-                if time.monotonic() + pause_s > deadline:
-                    give_up(exc)
-            await asyncio.sleep(pause_s)
-            pause_s = min(pause_s * 2, PAUSE_CAP_S)
+        send = super().execute
+
+        def again() -> None:
             strategy._command_queue = list(queued)
+
+        return cast(
+            list[Any],
+            await _in_rounds(budget_s, lambda: send(raise_on_error, allow_redirections), again),
+        )
 
 
 FailoverCluster.pipeline_class = FailoverPipeline
